@@ -1,0 +1,199 @@
+"""PerceiverModel: preprocessor -> latent encoder -> decoder -> postprocessor.
+
+The generic model never names a modality: the preprocessor turns task input into (B, M, C), the decoder turns
+latents into (B, O, F) and the postprocessor into task output. ``encode`` and ``decode`` are public so that a
+caller can encode once and decode many chunks of output queries against the same latents.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import PerceiverConfig
+from .decoders import MultimodalDecoder
+from .encoder import EncoderOutput, LatentEncoder
+from .outputs import PerceiverModelOutput
+from .preprocessors import Preprocessed
+
+
+class PerceiverPreTrainedModel(nn.Module):
+    """Weight init (transformers' scheme) and transformers-format ``from_pretrained`` / ``save_pretrained``."""
+
+    config: PerceiverConfig
+
+    def init_weights(self) -> None:
+        std = self.config.initializer_range
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+            elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for name, param in self.named_parameters():
+            # latents, position tables, learned queries and modality padding/mask vectors
+            if name.endswith(("latents", "table", "padding", "mask")):
+                nn.init.normal_(param, std=std)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, strict: bool | None = None,
+                        config: PerceiverConfig | None = None, **config_overrides: Any):
+        """Load a transformers-format checkpoint directory (config.json + model.safetensors/pytorch_model.bin).
+
+        ``strict`` (default: True when the checkpoint was saved from this class) fails on missing or
+        unexpected keys; wrongly shaped keys always fail. Non-strict loading (e.g. a sequence classifier
+        from an MLM checkpoint) keeps fresh weights for the missing keys and reports them in
+        ``model.loading_info``.
+        """
+        from .checkpoint import load_pretrained
+
+        return load_pretrained(cls, Path(directory), strict=strict, config=config, **config_overrides)
+
+    def save_pretrained(self, directory: str | Path, safe_serialization: bool = True) -> Path:
+        from .checkpoint import save_pretrained
+
+        return save_pretrained(self, Path(directory), safe_serialization=safe_serialization)
+
+    def gradient_checkpointing_enable(self) -> None:
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = True
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class PerceiverModel(PerceiverPreTrainedModel):
+    """Without a preprocessor the inputs must already be (B, M, d_model)."""
+
+    def __init__(self, config: PerceiverConfig, decoder: nn.Module | None = None,
+                 input_preprocessor: nn.Module | None = None,
+                 output_postprocessor: nn.Module | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.input_preprocessor = input_preprocessor
+        self.output_postprocessor = output_postprocessor
+        input_channels = input_preprocessor.num_channels if input_preprocessor is not None else config.d_model
+        self.encoder = LatentEncoder(
+            num_latents=config.num_latents, latent_channels=config.d_latents, input_channels=input_channels,
+            num_blocks=config.num_blocks, num_self_attends_per_block=config.num_self_attends_per_block,
+            num_cross_attention_heads=config.num_cross_attention_heads,
+            num_self_attention_heads=config.num_self_attention_heads, qk_channels=config.qk_channels,
+            v_channels=config.v_channels, cross_attention_widening_factor=config.cross_attention_widening_factor,
+            self_attention_widening_factor=config.self_attention_widening_factor,
+            use_query_residual=config.use_query_residual,
+            shape_for_attention=config.cross_attention_shape_for_attention, activation=config.hidden_act,
+            dropout=config.attention_probs_dropout_prob)
+        self.decoder = decoder
+
+    # -------------------------------------------------------------- stages
+    def preprocess(self, inputs: Any, interpolate_pos_encoding: bool = False) -> Preprocessed:
+        if self.input_preprocessor is not None:
+            return self.input_preprocessor(inputs, interpolate_pos_encoding)
+        if inputs.shape[-1] != self.config.d_model:
+            raise ValueError(f"inputs have {inputs.shape[-1]} channels; without a preprocessor they must have "
+                             f"d_model={self.config.d_model}")
+        return Preprocessed(inputs, None)
+
+    def encode(self, pre: Preprocessed, attention_mask: torch.Tensor | None = None,
+               output_hidden_states: bool = False, output_attentions: bool = False) -> EncoderOutput:
+        mask = attention_mask
+        if mask is not None:
+            if mask.ndim != 2 or tuple(mask.shape) != tuple(pre.inputs.shape[:2]):
+                raise ValueError(f"attention_mask must be (B, M) = {tuple(pre.inputs.shape[:2])}, "
+                                 f"got {tuple(mask.shape)}")
+            mask = mask.to(device=pre.inputs.device)
+        return self.encoder(pre.inputs, mask, output_hidden_states, output_attentions)
+
+    def decode(self, latents: torch.Tensor, pre: Preprocessed, subsampled_output_points: Any = None,
+               chunk_size: int | None = None,
+               need_weights: bool = False) -> tuple[Any, torch.Tensor | None]:
+        """Decoder (+ postprocessor) output for the given latents; queries decoded ``chunk_size`` at a time.
+
+        Returns (output, decoder attention probabilities or None). Chunked output equals unchunked output.
+        """
+        if self.decoder is None:
+            raise ValueError("this model has no decoder")
+        if isinstance(self.decoder, MultimodalDecoder):
+            return self._decode_multimodal(latents, pre, subsampled_output_points, chunk_size, need_weights)
+        queries = self.decoder.build_queries(pre, subsampled_output_points)
+        if chunk_size is None or queries.shape[1] <= chunk_size or need_weights:
+            out, probs = self.decoder(queries, latents, need_weights)
+        else:
+            out = torch.cat([self.decoder(q, latents)[0] for q in queries.split(chunk_size, dim=1)], dim=1)
+            probs = None
+        if self.output_postprocessor is not None:
+            out = self.output_postprocessor(out)
+        return out, probs
+
+    def _decode_multimodal(self, latents, pre, subsampled_output_points, chunk_size, need_weights):
+        decoder: MultimodalDecoder = self.decoder
+        sizes = decoder.output_sizes(subsampled_output_points)
+        total = sum(sizes.values())
+        if chunk_size is None or total <= chunk_size or need_weights:
+            queries = decoder.build_queries(pre, subsampled_output_points)
+            out, probs = decoder(queries, latents, need_weights)
+            if self.output_postprocessor is not None:
+                out = self.output_postprocessor(out, sizes)
+            return out, probs
+        # Encode once, decode many: each modality's points in chunks, all against the same latents.
+        pieces: dict[str, list[torch.Tensor]] = {}
+        device = latents.device
+        for name, size in sizes.items():
+            points = (subsampled_output_points or {}).get(name)
+            if points is None:
+                points = torch.arange(decoder.queries[name].num_outputs, device=device)
+            for start in range(0, size, chunk_size):
+                chunk = {n: (points[..., start:start + chunk_size] if n == name
+                             else points.new_zeros(points.shape[:-1] + (0,)))
+                         for n in sizes}
+                queries = decoder.build_queries(pre, chunk)
+                out, _ = decoder(queries, latents)
+                chunk_sizes = {n: (queries.shape[1] if n == name else 0) for n in sizes}
+                if self.output_postprocessor is not None:
+                    out = self.output_postprocessor(out, chunk_sizes)[name]
+                pieces.setdefault(name, []).append(out)
+        return {name: torch.cat(parts, dim=1) for name, parts in pieces.items()}, None
+
+    # -------------------------------------------------------------- forward
+    def run(self, inputs: Any, attention_mask: torch.Tensor | None = None, subsampled_output_points: Any = None,
+            output_attentions: bool = False, output_hidden_states: bool = False,
+            interpolate_pos_encoding: bool = False,
+            decode_chunk_size: int | None = None) -> tuple[PerceiverModelOutput, Preprocessed]:
+        """Forward pass that also returns the preprocessed inputs (heads need their index grid)."""
+        pre = self.preprocess(inputs, interpolate_pos_encoding)
+        enc = self.encode(pre, attention_mask, output_hidden_states, output_attentions)
+        logits, dec_probs = None, None
+        if self.decoder is not None:
+            logits, dec_probs = self.decode(enc.latents, pre, subsampled_output_points, decode_chunk_size,
+                                            output_attentions)
+        cross = enc.cross_attentions
+        if output_attentions and dec_probs is not None:
+            cross = cross + (dec_probs,)
+        out = PerceiverModelOutput(logits=logits, last_hidden_state=enc.latents, hidden_states=enc.hidden_states,
+                                   attentions=enc.attentions, cross_attentions=cross)
+        return out, pre
+
+    def forward(self, inputs: Any, attention_mask: torch.Tensor | None = None,
+                subsampled_output_points: Any = None, output_attentions: bool | None = None,
+                output_hidden_states: bool | None = None, interpolate_pos_encoding: bool = False,
+                return_dict: bool | None = None) -> PerceiverModelOutput:
+        out, _ = self.run(inputs, attention_mask, subsampled_output_points, bool(output_attentions),
+                          bool(output_hidden_states), interpolate_pos_encoding)
+        return out
+
