@@ -143,4 +143,6 @@ class PerceiverConfig:
         return path
 
     def replace(self, **changes: Any) -> "PerceiverConfig":
+        if "num_labels" in changes and "id2label" not in changes and changes["num_labels"] != self.num_labels:
+            changes["id2label"] = None  # the old names no longer fit
         return dataclasses.replace(self, **changes)
