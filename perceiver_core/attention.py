@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused_attention import scaled_dot_product_attention
+from .fused_attention import (Linear, attend_keys_are_inputs, attend_queries_are_inputs, projection_order,
+                              scaled_dot_product_attention)
 
 ACTIVATIONS = {
     "gelu": nn.GELU,  # exact erf GELU, as transformers' "gelu"
@@ -34,7 +35,7 @@ def additive_mask(kv_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Ten
         return None
     if kv_mask.dtype != torch.bool:
         kv_mask = kv_mask > 0.5
-    if bool(kv_mask.all()):
+    if not torch.compiler.is_compiling() and bool(kv_mask.all()):  # data-dependent: skipped when compiled
         return None
     mask = torch.zeros(kv_mask.shape, dtype=dtype, device=kv_mask.device)
     mask = mask.masked_fill(~kv_mask, torch.finfo(dtype).min)
@@ -62,10 +63,10 @@ class Attention(nn.Module):
         kv_in = kv_channels if is_cross else q_channels
         self.query_norm = nn.LayerNorm(q_channels)
         self.kv_norm = nn.LayerNorm(kv_in) if is_cross else None
-        self.to_q = nn.Linear(q_channels, qk_channels)
-        self.to_k = nn.Linear(kv_in, qk_channels)
-        self.to_v = nn.Linear(kv_in, v_channels)
-        self.to_out = nn.Linear(v_channels, out_channels)
+        self.to_q = Linear(q_channels, qk_channels)
+        self.to_k = Linear(kv_in, qk_channels)
+        self.to_v = Linear(kv_in, v_channels)
+        self.to_out = Linear(v_channels, out_channels)
 
     @property
     def is_cross_attention(self) -> bool:
@@ -80,12 +81,20 @@ class Attention(nn.Module):
         """Returns (output (B, O, out_channels), attention probabilities (B, heads, O, M) or None)."""
         q_in = self.query_norm(x)
         kv_in = self.kv_norm(kv) if self.kv_norm is not None else q_in
+        dropout = self.dropout if self.training else 0.0
+        scale = 1.0 / math.sqrt(self.qk_head_dim)
+        if self.kv_norm is not None and not need_weights and dropout == 0.0:
+            # one wide head: move a side's projections across the kernel when that is cheaper (exact maths)
+            order = projection_order(self.num_heads, x.shape[1], kv.shape[1], x.shape[2], kv.shape[2],
+                                     self.qk_head_dim, self.v_head_dim, self.to_out.out_features)
+            if order != "standard":
+                attend = attend_keys_are_inputs if order == "keys_are_inputs" else attend_queries_are_inputs
+                return attend(q_in, kv_in, self.to_q, self.to_k, self.to_v, self.to_out,
+                              additive_mask(kv_mask, torch.float32), scale), None
         q = self._split(self.to_q(q_in), self.qk_head_dim)
         k = self._split(self.to_k(kv_in), self.qk_head_dim)
         v = self._split(self.to_v(kv_in), self.v_head_dim)
         mask = additive_mask(kv_mask, q.dtype)
-        dropout = self.dropout if self.training else 0.0
-        scale = 1.0 / math.sqrt(self.qk_head_dim)
         probs = None
         if need_weights:
             scores = torch.matmul(q, k.transpose(-1, -2)) * scale
@@ -105,11 +114,13 @@ class MLP(nn.Module):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
-        self.fc1 = nn.Linear(channels, widening_factor * channels)
+        self.fc1 = Linear(channels, widening_factor * channels)
         self.act = ACTIVATIONS[activation]()
-        self.fc2 = nn.Linear(widening_factor * channels, channels)
+        self.fc2 = Linear(widening_factor * channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.act, nn.GELU):  # fused into fc1 on the oneDNN path
+            return self.fc2(self.fc1(x, gelu=self.act.approximate))
         return self.fc2(self.act(self.fc1(x)))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .attention import AttentionBlock, cross_qk_channels
 from .position_encoding import FourierPositionEncoding, subsampled_positions
@@ -76,10 +77,14 @@ class CrossAttentionDecoder(nn.Module):
                                          activation=activation, dropout=dropout)
         self.output_proj = nn.Linear(query_channels, output_channels) if output_channels else None
         self.query_channels = query_channels
+        self.gradient_checkpointing = False
 
     def forward(self, queries: torch.Tensor, latents: torch.Tensor,
                 need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out, probs = self.cross_attn(queries, latents, None, need_weights)
+        if self.gradient_checkpointing and self.training and not need_weights:
+            out, probs = checkpoint(self.cross_attn, queries, latents, None, False, use_reentrant=False)
+        else:
+            out, probs = self.cross_attn(queries, latents, None, need_weights)
         if self.output_proj is not None:
             out = self.output_proj(out)
         return out, probs

@@ -51,11 +51,16 @@ class LatentEncoder(nn.Module):
             return checkpoint(layer, z, None, None, False, use_reentrant=False)
         return layer(z, None, None, need_weights)
 
+    def _cross_attend(self, z: torch.Tensor, inputs: torch.Tensor, kv_mask: torch.Tensor | None, need_weights: bool):
+        if self.gradient_checkpointing and self.training and not need_weights:
+            return checkpoint(self.cross_attn, z, inputs, kv_mask, False, use_reentrant=False)
+        return self.cross_attn(z, inputs, kv_mask, need_weights)
+
     def forward(self, inputs: torch.Tensor, kv_mask: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False) -> EncoderOutput:
         b = inputs.shape[0]
         z = self.latents.to(inputs.dtype).unsqueeze(0).expand(b, -1, -1)  # (B, N, D)
-        z, cross_probs = self.cross_attn(z, inputs, kv_mask, output_attentions)
+        z, cross_probs = self._cross_attend(z, inputs, kv_mask, output_attentions)
         hidden, attentions = [], []
         for _ in range(self.num_blocks):
             for layer in self.self_attn:

@@ -209,7 +209,7 @@ class PerceiverForMultimodalAutoencoding(PerceiverPreTrainedModel):
         return targets
 
     @torch.no_grad()
-    def autoencode(self, inputs: dict[str, torch.Tensor], chunk_size: int | None = 65536) -> dict[str, torch.Tensor]:
+    def autoencode(self, inputs: dict[str, torch.Tensor], chunk_size: int | None = 16384) -> dict[str, torch.Tensor]:
         """Reconstruct every output point, encoding once: image (B, T, H, W, 3), audio (B, S), label logits."""
         out = self.forward(inputs, decode_chunk_size=chunk_size).logits
         _, t, h, w = self.config.output_shape

@@ -1,0 +1,141 @@
+"""Flags every subcommand shares, parsed into ``CommonConfig``, and the steps every job takes in order.
+
+Order matters: everything that can fail on bad input (output folder, inputs, labels file, model) is
+checked before Ray starts, so mistakes cost seconds and leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from pipelines import ray_runtime
+from pipelines.model_workers import ModelSpec
+from pipelines.runner import Job, RunOptions, prepare_run, run_job
+from pipelines.summary import Summary
+
+logger = logging.getLogger("perceiver_jobs")
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+
+class UsageError(ValueError):
+    """Bad flags or inputs, reported without a traceback."""
+
+
+@dataclass(frozen=True)
+class CommonConfig:
+    inputs: list[str]
+    output: Path
+    model: ModelSpec
+    batch_size: int
+    num_workers: int | None
+    num_gpus: int | None
+    address: str | None
+    limit: int | None
+    cpus_per_worker: float
+    read_cpus: float | None
+    commit_interval_s: float
+    actor_start_timeout_s: float
+    progress: bool
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_model: str | None,
+                         default_batch_size: int) -> None:
+    g = parser.add_argument_group("common")
+    g.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                   help="input files, folders or globs (quote globs)")
+    g.add_argument("--output", required=True, type=Path, help="output folder (Parquet parts + summary)")
+    g.add_argument("--model", default=default_model,
+                   help="transformers-format checkpoint directory, or a preset name with --random-init"
+                        + (f" (default: {default_model})" if default_model else ""))
+    g.add_argument("--random-init", action="store_true", help="build --model (a preset) with random weights")
+    g.add_argument("--tiny", action="store_true", help="with --random-init: the preset's tiny variant")
+    g.add_argument("--bf16", action="store_true", help="run the model under bfloat16 autocast")
+    g.add_argument("--batch-size", type=int, default=default_batch_size, help="model batch size (fixed)")
+    g.add_argument("--num-workers", type=int, default=None,
+                   help="model actors (default: one per GPU, or one on CPU)")
+    g.add_argument("--num-gpus", type=int, default=None,
+                   help="GPUs to use (default: all the cluster has; 0 = CPU only; more than the cluster has "
+                        "is an error)")
+    g.add_argument("--address", default=None, help="attach to this Ray cluster (default: start a local one)")
+    g.add_argument("--limit", type=int, default=None, help="only the first N inputs (manifest order)")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per model actor")
+    g.add_argument("--read-cpus", type=float, default=None,
+                   help="CPUs per read/decode task (default: 1 with GPUs; on CPU the same as --cpus-per-worker, "
+                        "which fuses reading into the model actors)")
+    g.add_argument("--commit-interval", type=float, default=60.0, metavar="SECONDS",
+                   help="write finished rows to a new part file at least this often (resume granularity)")
+    g.add_argument("--actor-start-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="fail when model actors cannot start within this time")
+    g.add_argument("--no-progress", action="store_true", help="hide Ray Data's progress bars")
+
+
+def common_config(args: argparse.Namespace) -> CommonConfig:
+    if args.model is None:
+        raise UsageError("--model is required")
+    if args.tiny and not args.random_init:
+        raise UsageError("--tiny builds a preset; use it with --random-init")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    model = args.model
+    if not args.random_init and not Path(model).exists() and (MODELS_DIR / model).is_dir():
+        model = str(MODELS_DIR / model)  # a name of a model shipped in jobs/models
+    return CommonConfig(
+        inputs=list(args.input), output=Path(args.output), batch_size=args.batch_size,
+        model=ModelSpec(model, random_init=args.random_init, tiny=args.tiny, bf16=args.bf16),
+        num_workers=args.num_workers, num_gpus=args.num_gpus, address=args.address, limit=args.limit,
+        cpus_per_worker=args.cpus_per_worker, read_cpus=args.read_cpus,
+        commit_interval_s=args.commit_interval, actor_start_timeout_s=args.actor_start_timeout,
+        progress=not args.no_progress)
+
+
+def check_output(path: Path) -> None:
+    """Fail early when the output folder cannot be created or written (the runner re-checks by writing)."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--output {path} exists and is not a folder")
+    probe_parent = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
+    if not os.access(probe_parent, os.W_OK | os.X_OK):
+        raise UsageError(f"output folder {path} is not writable (no write permission on {probe_parent})")
+
+
+def apply_limit(manifest: pa.Table, limit: int | None) -> pa.Table:
+    return manifest if limit is None else manifest.slice(0, limit)
+
+
+def execute(job: Job, config: CommonConfig, command: list[str] | None) -> Summary:
+    """Start or attach to Ray (only when something is left to do), plan the model stage, run, report."""
+    pending, _ = prepare_run(job, config.output)
+    started = False
+    try:
+        plan = None
+        if pending.num_rows:
+            import ray
+
+            if config.address is None and not ray.is_initialized():
+                ray_runtime.check_local_gpus(config.num_gpus)  # before paying for a Ray start
+            started = ray_runtime.connect(config.address)
+            ray_runtime.configure_data_context(config.actor_start_timeout_s, progress_bars=config.progress)
+            plan = ray_runtime.plan_compute(config.num_gpus, config.num_workers, config.cpus_per_worker)
+        if config.read_cpus is not None:
+            job.read_cpus = config.read_cpus
+        elif plan is not None:
+            job.read_cpus = plan.num_cpus_per_worker if plan.device == "cpu" else 1.0
+        run = RunOptions(output_dir=config.output, plan=plan, commit_interval_s=config.commit_interval_s,
+                         max_concurrent_calls=2 if plan is not None and plan.device == "cuda" else None)
+        summary = run_job(job, run, command=command)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    print(summary.table())
+    print(f"output: {config.output}  (summary: {config.output / '_summary.json'})")
+    return summary

@@ -1,0 +1,156 @@
+"""``perceiver-jobs train``: pretrain or fine-tune any Perceiver IO head on Ray Train.
+
+    perceiver-jobs train --task mlm --data corpus/ --eval-data heldout/ --preset language --tiny --max-steps 500
+    perceiver-jobs train --task text-classification --data train.txt --eval-data dev.txt --init-from runs/mlm/final
+    perceiver-jobs train --task optical-flow --eval-data flow/middlebury     # synthetic training pairs
+    perceiver-jobs train --task multimodal-autoencoding --data clips/ --eval-data heldout_clips/
+
+Local Ray by default (``--address`` for a cluster); ``--num-workers`` DDP workers (0 = in-process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pipelines.training.config import DEFAULT_PRESETS, FAIL_MODES, PACKINGS, PRECISIONS, TASKS, TrainConfig
+from pipelines.training.models import parse_overrides
+
+
+def _loss_weights(items: list[str]) -> dict[str, float]:
+    return {k: float(v) for k, v in parse_overrides(items).items()}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = TrainConfig.__dataclass_fields__
+
+    def default(name):
+        f = d[name]
+        return f.default_factory() if callable(f.default_factory) else f.default
+
+    g = parser.add_argument_group("task and data")
+    g.add_argument("--task", required=True, choices=TASKS)
+    g.add_argument("--data", nargs="+", default=[], metavar="PATH",
+                   help="training files/folders (txt/jsonl/parquet text; image folders with labels.csv; video "
+                        "folders; flow pair folders or 'synthetic', the default for optical-flow)")
+    g.add_argument("--eval-data", nargs="+", default=[], metavar="PATH", help="held-out split, same formats")
+    g.add_argument("--text-column", default=default("text_column"))
+    g.add_argument("--label-column", default=default("label_column"))
+    g.add_argument("--label-names", metavar="FILE", help="class names, one per line in id order (sets id2label)")
+    g.add_argument("--cache-data", action="store_true", help="materialize the preprocessed data once")
+
+    g = parser.add_argument_group("model")
+    g.add_argument("--preset", help=f"model preset (default per task: {DEFAULT_PRESETS})")
+    g.add_argument("--tiny", action="store_true", help="the preset's tiny variant")
+    g.add_argument("--model-config", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="PerceiverConfig overrides, JSON values (e.g. d_latents=64 'train_size=[32,48]')")
+    g.add_argument("--init-from", metavar="DIR", help="start from this checkpoint (e.g. an MLM run's final/)")
+    g.add_argument("--gradient-checkpointing", action="store_true", help="activation checkpointing")
+
+    g = parser.add_argument_group("optimisation")
+    for name, typ, help_ in (("max_steps", int, "optimizer steps"), ("batch_size", int, "per worker"),
+                             ("lr", float, "peak learning rate"), ("weight_decay", float, None),
+                             ("warmup_steps", int, None), ("min_lr_ratio", float, "final lr / peak lr (cosine)"),
+                             ("grad_clip", float, "max gradient norm, 0 = off"), ("seed", int, None)):
+        g.add_argument("--" + name.replace("_", "-"), type=typ, default=default(name), help=help_)
+    g.add_argument("--precision", choices=PRECISIONS, default=default("precision"), help="bf16 = autocast")
+
+    g = parser.add_argument_group("task options")
+    g.add_argument("--seq-len", type=int, help="text: bytes per example (default max_position_embeddings)")
+    g.add_argument("--packing", choices=PACKINGS, default=default("packing"))
+    g.add_argument("--mask-prob", type=float, default=default("mask_prob"))
+    g.add_argument("--mean-span", type=float, default=default("mean_span"))
+    g.add_argument("--image-size", type=int)
+    g.add_argument("--flow-size", type=int, nargs=2, metavar=("H", "W"), help="flow training crop size")
+    g.add_argument("--synthetic-pairs", type=int, default=default("synthetic_pairs"))
+    g.add_argument("--flow-max-motion", type=float, default=default("flow_max_motion"))
+    g.add_argument("--flow-output-points", type=int, help="flow: decode this many sampled pixels per pair")
+    g.add_argument("--flow-eval-scale", type=float, default=default("flow_eval_scale"),
+                   help="flow: downscale full-size eval pairs by this factor before tiling")
+    g.add_argument("--clip-stride", type=int, help="video: frames between training clip starts")
+    g.add_argument("--max-clips-per-video", type=int)
+    g.add_argument("--output-points", type=int, default=default("output_points"),
+                   help="video: sampled output pixels per clip per step")
+    g.add_argument("--audio-output-points", type=int, help="video: sampled audio patches per clip (default all)")
+    g.add_argument("--loss-weights", nargs="+", default=[], metavar="MODALITY=W",
+                   help="autoencoding loss weights (default image=0.03 audio=1.0 label=0.0001)")
+
+    g = parser.add_argument_group("evaluation, logging, checkpoints")
+    g.add_argument("--eval-every", type=int, default=default("eval_every"), help="steps; 0 = at the end")
+    g.add_argument("--eval-batches", type=int)
+    g.add_argument("--log-every", type=int, default=default("log_every"))
+    g.add_argument("--checkpoint-every", type=int, default=default("checkpoint_every"))
+    g.add_argument("--keep-checkpoints", type=int, default=default("keep_checkpoints"))
+
+    g = parser.add_argument_group("run")
+    g.add_argument("--output-dir", default=default("output_dir"), help="runs are <output-dir>/<name>")
+    g.add_argument("--name", help="run name (default <task>-<time>)")
+    g.add_argument("--resume", action="store_true", help="continue run --name from its latest checkpoint")
+    g.add_argument("--export-dir", help="copy the final model here")
+    g.add_argument("--num-workers", type=int, default=default("num_workers"), help="DDP workers; 0 = in-process")
+    g.add_argument("--use-gpu", action="store_true")
+    g.add_argument("--cpus-per-worker", type=int, default=default("cpus_per_worker"))
+    g.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    g.add_argument("--max-failures", type=int, default=default("max_failures"),
+                   help="worker-group restarts from the latest checkpoint")
+    g.add_argument("--fail-at-step", type=int, help=argparse.SUPPRESS)
+    g.add_argument("--fail-mode", choices=FAIL_MODES, default=default("fail_mode"), help=argparse.SUPPRESS)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    weights = dict(TrainConfig.__dataclass_fields__["loss_weights"].default_factory())
+    weights.update(_loss_weights(args.loss_weights))
+    return TrainConfig(
+        task=args.task, data=tuple(args.data), eval_data=tuple(args.eval_data), text_column=args.text_column,
+        label_column=args.label_column, label_names=args.label_names, cache_data=args.cache_data,
+        preset=args.preset, tiny=args.tiny, model_config=parse_overrides(args.model_config),
+        init_from=args.init_from, gradient_checkpointing=args.gradient_checkpointing, max_steps=args.max_steps,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+        min_lr_ratio=args.min_lr_ratio, grad_clip=args.grad_clip, precision=args.precision, seed=args.seed,
+        seq_len=args.seq_len, packing=args.packing, mask_prob=args.mask_prob, mean_span=args.mean_span,
+        image_size=args.image_size, flow_size=tuple(args.flow_size) if args.flow_size else None,
+        synthetic_pairs=args.synthetic_pairs, flow_max_motion=args.flow_max_motion,
+        flow_output_points=args.flow_output_points, flow_eval_scale=args.flow_eval_scale,
+        clip_stride=args.clip_stride, max_clips_per_video=args.max_clips_per_video,
+        output_points=args.output_points, audio_output_points=args.audio_output_points, loss_weights=weights,
+        eval_every=args.eval_every, eval_batches=args.eval_batches, log_every=args.log_every,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+        output_dir=args.output_dir, name=args.name, resume=args.resume, export_dir=args.export_dir,
+        num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
+        address=args.address, max_failures=args.max_failures, fail_at_step=args.fail_at_step,
+        fail_mode=args.fail_mode)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines.training.trainer import fit
+
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"perceiver-jobs train: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = fit(config)
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"perceiver-jobs train: error: {exc}", file=sys.stderr)
+        return 2
+    summary = {"run_dir": str(result.run_dir), "final_model": str(result.final_dir) if result.final_dir else None,
+               "checkpoint": str(result.checkpoint_dir) if result.checkpoint_dir else None, "step": result.step,
+               "resumed_from_step": result.start_step, "wall_time_s": round(result.wall_time_s, 1),
+               "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}}
+    print(json.dumps(summary, indent=2))
+    if config.export_dir:
+        print(f"exported the final model to {config.export_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="perceiver-jobs train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

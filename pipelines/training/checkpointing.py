@@ -1,0 +1,119 @@
+"""Training checkpoints: a transformers-format model directory plus optimizer, scheduler and trainer state.
+
+Layout of one checkpoint (``checkpoint_<step:08d>``)::
+
+    config.json, model.safetensors     transformers format: our from_pretrained and transformers' load it
+    optimizer.pt, scheduler.pt         torch state dicts, read back with weights_only=True
+    trainer_state.json                 step, epoch, samples, attempt, metrics; written last
+
+A checkpoint is written into a fresh temporary directory and only then handed to Ray Train (which registers
+it after the copy into the run directory completes) or, in local mode, renamed into place. A crash while
+writing therefore leaves at most an orphaned temporary directory, never a checkpoint that resume could pick.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MODEL_FILES = ("config.json", "model.safetensors")
+STATE_FILE = "trainer_state.json"
+CHECKPOINT_FILES = (*MODEL_FILES, "optimizer.pt", "scheduler.pt", STATE_FILE)
+PREFIX = "checkpoint_"
+
+
+@dataclass
+class TrainerState:
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0  # passes over the training data started
+    samples: int = 0  # training examples consumed (all workers)
+    attempt: int = 0  # how many times this run has (re)started
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, directory: str | Path) -> TrainerState:
+        return cls(**json.loads((Path(directory) / STATE_FILE).read_text(encoding="utf-8")))
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{PREFIX}{step:08d}"
+
+
+def write_checkpoint(directory: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     scheduler: Any, state: TrainerState, fail_midway: bool = False) -> Path:
+    """Write every file of a checkpoint into ``directory``; ``trainer_state.json`` goes last.
+
+    ``fail_midway`` (fault-injection tests) kills the process after the weights and before the rest, the
+    moment a half-written checkpoint would exist.
+    """
+    directory = Path(directory)
+    model.save_pretrained(directory)
+    if fail_midway:
+        os._exit(17)
+    torch.save(optimizer.state_dict(), directory / "optimizer.pt")
+    torch.save(scheduler.state_dict(), directory / "scheduler.pt")
+    (directory / STATE_FILE).write_text(json.dumps(asdict(state), indent=2, default=float), encoding="utf-8")
+    return directory
+
+
+def is_complete(directory: str | Path) -> bool:
+    return all((Path(directory) / name).is_file() for name in CHECKPOINT_FILES)
+
+
+def restore(directory: str | Path, head: type, device: torch.device, optimizer_factory, scheduler_factory):
+    """(model on ``device``, optimizer, scheduler, state) from a checkpoint directory; raises if incomplete."""
+    directory = Path(directory)
+    if not is_complete(directory):
+        missing = [n for n in CHECKPOINT_FILES if not (directory / n).is_file()]
+        raise FileNotFoundError(f"checkpoint {directory} is incomplete (missing {missing})")
+    model = head.from_pretrained(directory).train().to(device)
+    optimizer = optimizer_factory(model)
+    optimizer.load_state_dict(torch.load(directory / "optimizer.pt", map_location=device, weights_only=True))
+    scheduler = scheduler_factory(optimizer)
+    scheduler.load_state_dict(torch.load(directory / "scheduler.pt", map_location="cpu", weights_only=True))
+    return model, optimizer, scheduler, TrainerState.read(directory)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The complete checkpoint with the highest step in ``run_dir`` (local mode; Ray Train tracks its own)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return None
+    found = sorted(p for p in run_dir.glob(PREFIX + "*") if p.is_dir() and is_complete(p))
+    return found[-1] if found else None
+
+
+def persist_local(source: str | Path, run_dir: str | Path, step: int, keep: int) -> Path:
+    """Copy a finished checkpoint into ``run_dir/checkpoint_<step>`` atomically; keep the newest ``keep``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    final = run_dir / checkpoint_name(step)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=run_dir))
+    shutil.copytree(source, staging, dirs_exist_ok=True)
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+    for old in sorted(p for p in run_dir.glob(PREFIX + "*") if p.is_dir())[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def save_model_atomically(model: torch.nn.Module, directory: str | Path, extras=None) -> Path:
+    """Save ``model`` (transformers format) to ``directory``, replacing it only once fully written."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    model.save_pretrained(staging)
+    if extras is not None:
+        extras(staging)
+    if directory.exists():
+        shutil.rmtree(directory)
+    staging.rename(directory)
+    return directory

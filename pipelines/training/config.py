@@ -1,0 +1,147 @@
+"""``TrainConfig``: everything one training run needs, validated on construction.
+
+One flat dataclass (grouped below) so that the CLI maps onto it one flag per field and the whole run travels to
+every Ray Train worker as a plain dict (``to_dict`` / ``from_dict``). Model architecture lives in the
+``PerceiverConfig`` of the preset (or of ``init_from``), changed with ``model_config`` overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TASKS = ("mlm", "text-classification", "image-classification", "optical-flow", "multimodal-autoencoding")
+DEFAULT_PRESETS = {"mlm": "language", "text-classification": "language", "image-classification": "vision-fourier",
+                   "optical-flow": "optical-flow", "multimodal-autoencoding": "multimodal"}
+PAPER_LOSS_WEIGHTS = {"image": 0.03, "audio": 1.0, "label": 1e-4}  # Perceiver IO, Kinetics autoencoding
+PRECISIONS = ("fp32", "bf16")
+FAIL_MODES = ("raise", "exit", "during-checkpoint")
+PACKINGS = ("pack", "crop")
+SYNTHETIC = "synthetic"  # --data value for the built-in optical-flow generator
+
+
+@dataclass
+class TrainConfig:
+    task: str
+    # ---------------------------------------------------------------- data
+    data: tuple[str, ...] = ()  # files or folders; optical-flow: "synthetic" (default) or pair folders
+    eval_data: tuple[str, ...] = ()  # held-out split (same formats)
+    text_column: str = "text"  # jsonl / parquet text field
+    label_column: str = "label"  # jsonl / parquet label field
+    label_names: str | None = None  # file with one class name per line, in id order (sets id2label)
+    cache_data: bool = False  # materialize the preprocessed dataset once instead of re-reading every epoch
+    # ---------------------------------------------------------------- model
+    preset: str | None = None  # default per task (DEFAULT_PRESETS)
+    tiny: bool = False  # the preset's tiny variant (tests, CPU runs)
+    model_config: dict[str, Any] = field(default_factory=dict)  # PerceiverConfig overrides
+    init_from: str | None = None  # checkpoint directory to start from (fine-tuning)
+    gradient_checkpointing: bool = False
+    # ---------------------------------------------------------------- optimisation
+    max_steps: int = 1000
+    batch_size: int = 16  # per worker
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at max_steps
+    grad_clip: float = 1.0  # max global gradient norm; 0 = off
+    precision: str = "fp32"  # or bf16 (autocast)
+    seed: int = 0
+    # ---------------------------------------------------------------- task knobs
+    seq_len: int | None = None  # text: default max_position_embeddings
+    packing: str = "pack"  # mlm: "pack" documents into full windows, or "crop" each to one window
+    mask_prob: float = 0.15  # mlm
+    mean_span: float = 3.0  # mlm: mean masked span length in bytes (geometric)
+    image_size: int | None = None  # image-classification: default from the model config (or 224)
+    flow_size: tuple[int, int] | None = None  # optical-flow training crops (H, W): default model train_size
+    synthetic_pairs: int = 4096  # optical-flow: size of the synthetic dataset
+    flow_max_motion: float = 3.0  # optical-flow: largest synthetic translation, px
+    flow_output_points: int | None = None  # optical-flow: decode only this many sampled pixels per pair in training
+    flow_eval_scale: float = 1.0  # optical-flow: downscale real eval pairs by this before tiling
+    clip_stride: int | None = None  # multimodal: frames between training clip starts (default: clip length)
+    max_clips_per_video: int | None = None
+    output_points: int = 512  # multimodal: sampled video points per clip per step
+    audio_output_points: int | None = None  # multimodal: sampled audio patches (default: all)
+    loss_weights: dict[str, float] = field(default_factory=lambda: dict(PAPER_LOSS_WEIGHTS))
+    # ---------------------------------------------------------------- evaluation, logging, checkpoints
+    eval_every: int = 0  # steps; 0 = only at the end
+    eval_batches: int | None = None  # cap on eval batches (None = whole held-out split)
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    # ---------------------------------------------------------------- run
+    output_dir: str = "runs"
+    name: str | None = None
+    resume: bool = False
+    export_dir: str | None = None  # also copy the final model (config.json + model.safetensors) here
+    num_workers: int = 1  # 0 = Ray Train local mode (in-process, no restarts)
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+    address: str | None = None  # Ray cluster address; None = start a local Ray
+    max_failures: int = 3  # worker-group restarts from the latest checkpoint
+    # ---------------------------------------------------------------- fault injection (tests)
+    fail_at_step: int | None = None  # rank 0 fails once, at this step
+    fail_mode: str = "raise"
+
+    def __post_init__(self) -> None:
+        self.data = tuple(str(d) for d in self.data)
+        self.eval_data = tuple(str(d) for d in self.eval_data)
+        if self.flow_size is not None:
+            self.flow_size = tuple(int(v) for v in self.flow_size)  # type: ignore[assignment]
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.fail_mode not in FAIL_MODES:
+            raise ValueError(f"fail_mode must be one of {FAIL_MODES}, got {self.fail_mode!r}")
+        if self.packing not in PACKINGS:
+            raise ValueError(f"packing must be one of {PACKINGS}, got {self.packing!r}")
+        for name in ("max_steps", "batch_size", "log_every", "synthetic_pairs", "output_points", "cpus_per_worker"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "checkpoint_every", "num_workers", "max_failures"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("lr must be > 0 and min_lr_ratio in [0, 1]")
+        if not 0 < self.mask_prob < 1 or self.mean_span < 1:
+            raise ValueError("mask_prob must be in (0, 1) and mean_span >= 1")
+        if self.keep_checkpoints < 1:
+            raise ValueError("keep_checkpoints must be >= 1 (the latest checkpoint is always kept)")
+        if self.flow_eval_scale < 1:
+            raise ValueError("flow_eval_scale is a downscaling factor and must be >= 1")
+        unknown = set(self.loss_weights) - set(PAPER_LOSS_WEIGHTS)
+        if unknown:
+            raise ValueError(f"unknown loss_weights modalities {sorted(unknown)}; known: {sorted(PAPER_LOSS_WEIGHTS)}")
+        if self.task != "optical-flow" and not self.data:
+            raise ValueError(f"task {self.task} needs --data")
+        if self.resume and not self.name:
+            raise ValueError("--resume needs the --name of the run to continue")
+        if self.name is None:
+            self.name = f"{self.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    @property
+    def preset_name(self) -> str:
+        return self.preset or DEFAULT_PRESETS[self.task]
+
+    @property
+    def run_dir(self) -> Path:
+        """Where Ray Train keeps this run's checkpoints; metrics.csv and final/ sit beside them."""
+        return Path(self.output_dir).expanduser().resolve() / str(self.name)
+
+    @property
+    def synthetic_flow(self) -> bool:
+        return self.task == "optical-flow" and (not self.data or self.data == (SYNTHETIC,))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+        return cls(**data)

@@ -1,0 +1,131 @@
+"""Training metrics: sums that add across steps and workers, their summaries, the CSV log and the progress line.
+
+Tasks return *sums* (``loss_sum``, ``count``, ...) so that metrics pool exactly across batches and ranks
+(summing, then dividing once); ``summarize`` helpers turn them into the reported values.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+LN2 = math.log(2.0)
+
+
+def bits_per_byte(nats_sum: float, num_bytes: float) -> float:
+    """Mean cross-entropy in bits per predicted byte, from a sum of natural-log losses."""
+    return nats_sum / max(num_bytes, 1.0) / LN2
+
+
+def byte_histogram(ids: np.ndarray) -> np.ndarray:
+    """Counts (256,) of the bytes in an id array (ids 0..5 are special and not counted)."""
+    ids = np.asarray(ids).ravel().astype(np.int64) - 6
+    return np.bincount(ids[ids >= 0], minlength=256)[:256].astype(np.float64)
+
+
+def unigram_bits_per_byte(train_counts: np.ndarray, eval_counts: np.ndarray, alpha: float = 1.0) -> float:
+    """Cross-entropy (bits per byte) of the eval bytes under the training byte-unigram distribution.
+
+    The baseline an MLM must beat: a model that ignores context and predicts training byte frequencies
+    (add-``alpha`` smoothed so that unseen bytes have finite cost).
+    """
+    train = np.asarray(train_counts, dtype=np.float64) + alpha
+    probs = train / train.sum()
+    eval_counts = np.asarray(eval_counts, dtype=np.float64)
+    seen = eval_counts > 0
+    with np.errstate(divide="ignore"):
+        return float(-(eval_counts[seen] * np.log2(probs[seen])).sum() / max(eval_counts.sum(), 1.0))
+
+
+def psnr(mse: torch.Tensor | float, peak: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB of a mean squared error for signals with range ``peak``."""
+    mse = torch.as_tensor(mse, dtype=torch.float64)
+    return 10.0 * torch.log10(peak ** 2 / mse.clamp_min(1e-12))
+
+
+def add_stats(total: dict[str, float], new: Mapping[str, float]) -> dict[str, float]:
+    for key, value in new.items():
+        total[key] = total.get(key, 0.0) + float(value)
+    return total
+
+
+def all_reduce_stats(stats: Mapping[str, float]) -> dict[str, float]:
+    """Sum stats over the workers (a no-op outside torch.distributed). Every rank must pass the same keys."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return dict(stats)
+    keys = sorted(stats)
+    values = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64)
+    torch.distributed.all_reduce(values)
+    return dict(zip(keys, values.tolist()))
+
+
+class MetricsCSV:
+    """Appends one row per logged step to ``run_dir/metrics.csv`` (wide: one column per metric).
+
+    Columns are fixed when the file is created (common columns + the task's metric names); a resumed run
+    appends to the same file, and a step logged twice (before a crash and after the restart) appears twice
+    with different ``attempt`` values.
+    """
+
+    COMMON = ("time", "attempt", "step", "epoch", "split", "lr", "samples_per_s")
+
+    def __init__(self, path: Path, metric_names: Iterable[str], attempt: int) -> None:
+        self.path = Path(path)
+        self.attempt = attempt
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, newline="", encoding="utf-8") as fh:
+                self.columns = next(csv.reader(fh))
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.columns = list(self.COMMON) + [m for m in metric_names if m not in self.COMMON]
+            with open(self.path, "w", newline="", encoding="utf-8") as fh:
+                csv.writer(fh).writerow(self.columns)
+
+    def write(self, step: int, epoch: int, split: str, metrics: Mapping[str, float], lr: float | None = None,
+              samples_per_s: float | None = None) -> None:
+        row = {"time": f"{time.time():.3f}", "attempt": self.attempt, "step": step, "epoch": epoch, "split": split,
+               "lr": "" if lr is None else f"{lr:.6g}",
+               "samples_per_s": "" if samples_per_s is None else f"{samples_per_s:.4g}"}
+        row.update({k: f"{v:.6g}" for k, v in metrics.items() if isinstance(v, (int, float))})
+        with open(self.path, "a", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerow([row.get(c, "") for c in self.columns])
+
+
+def read_metrics_csv(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def emit(line: str) -> None:
+    """Write a progress line to stdout once (Ray Train patches ``print`` into its logger, which may echo)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def progress_line(task: str, step: int, max_steps: int, metrics: Mapping[str, float], lr: float | None = None,
+                  samples_per_s: float | None = None, eta_s: float | None = None, split: str = "train") -> str:
+    """``[mlm] step 120/1000 (12%) loss 2.310 bits_per_byte 3.333 | lr 4.0e-04 | 85.3 samples/s | eta 1m20s``."""
+    parts = [f"[{task}] {'eval @ ' if split != 'train' else ''}step {step}/{max_steps} ({100 * step // max_steps}%)"]
+    parts.append(" ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    tail = []
+    if lr is not None:
+        tail.append(f"lr {lr:.2e}")
+    if samples_per_s is not None:
+        tail.append(f"{samples_per_s:.1f} samples/s")
+    if eta_s is not None:
+        tail.append(f"eta {format_duration(eta_s)}")
+    return " ".join(parts) + ("" if not tail else " | " + " | ".join(tail))

@@ -1,0 +1,64 @@
+"""Which model a run trains: head class + ``PerceiverConfig`` from a preset or a checkpoint, plus overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import torch
+
+from perceiver_core import HEADS, PerceiverConfig, presets
+
+from .config import TrainConfig
+from .tasks import Task
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["d_latents=64", "train_size=[32,48]"]`` -> {"d_latents": 64, "train_size": [32, 48]} (JSON values,
+    bare strings allowed)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"model config override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def resolve_model(config: TrainConfig, task: Task) -> tuple[type, PerceiverConfig]:
+    """(head class, its config) for this run: preset (or ``init_from``'s config) + overrides + task settings."""
+    if config.init_from:
+        base = PerceiverConfig.from_pretrained(config.init_from)
+    else:
+        base = presets.config(config.preset_name, tiny=config.tiny)
+    if config.model_config:
+        unknown = set(config.model_config) - {f.name for f in dataclasses.fields(PerceiverConfig)} - {"extra"}
+        if unknown:
+            raise ValueError(f"unknown model config fields {sorted(unknown)}")
+        base = base.replace(**config.model_config)
+    head = task.head_class(config, base)
+    model_config = task.prepare_model_config(config, base)
+    model_config.architectures = [head.__name__]
+    return head, model_config
+
+
+def build_model(config: TrainConfig, head: type, model_config: PerceiverConfig) -> torch.nn.Module:
+    """A fresh model (seeded) or one initialised from ``init_from`` (non-strict across heads: e.g. a sequence
+    classifier keeps an MLM checkpoint's encoder and starts its decoder fresh)."""
+    torch.manual_seed(config.seed)
+    if config.init_from:
+        saved_as = (PerceiverConfig.from_pretrained(config.init_from).architectures or [""])[0]
+        model = head.from_pretrained(config.init_from, config=model_config, strict=saved_as == head.__name__)
+    else:
+        model = head(model_config)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model.train()
+
+
+def head_by_name(name: str) -> type:
+    return HEADS[name]

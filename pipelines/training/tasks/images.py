@@ -1,0 +1,100 @@
+"""Image classification (learned / Fourier / conv Perceiver heads) on labelled image folders."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from perceiver_core.image_processor import IMAGENET_MEAN, IMAGENET_STD
+
+from .. import data
+from .base import StepOutput, Task
+from .text import _device, classification_stats, summarize_classification
+
+RESIZE_RATIO = 8 / 7  # stored images are this much larger than the crop: random crops in training, centre in eval
+
+
+def image_size_for(config, model_config) -> int:
+    if config.image_size:
+        return config.image_size
+    return model_config.image_size if config.preset_name == "vision-learned" else 224
+
+
+def load_images_batch(batch: dict[str, np.ndarray], size: int, label2id: dict[str, int]) -> dict[str, np.ndarray]:
+    """Paths -> RGB (EXIF-rotated) images, shorter side resized to ``size`` and centre-cropped: (n, size, size, 3)
+    uint8, plus label ids. Unreadable images are dropped (and counted in ``skipped`` by the caller's logs)."""
+    from PIL import Image, ImageOps
+
+    images, labels = [], []
+    for path, label in zip(batch["path"], batch["label"]):
+        try:
+            with Image.open(str(path)) as im:
+                im = ImageOps.exif_transpose(im).convert("RGB")
+                scale = size / min(im.size)
+                w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
+                im = im.resize((w, h), Image.Resampling.BICUBIC)
+                left, top = (w - size) // 2, (h - size) // 2
+                images.append(np.asarray(im.crop((left, top, left + size, top + size))))
+                labels.append(label2id[str(label)])
+        except (OSError, ValueError) as exc:  # corrupt / truncated files: skip the row, keep training
+            print(f"skipping unreadable image {path}: {exc}")
+    return {"image": np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8),
+            "label": np.array(labels, dtype=np.int64)}
+
+
+class ImageClassification(Task):
+    name = "image-classification"
+
+    def prepare_model_config(self, config, model_config):
+        rows = data.image_label_rows(config.data, config.label_column)
+        names = data.read_label_names(config.label_names)
+        vocab = data.label_vocabulary([r["label"] for r in rows], names)
+        id2label = {i: n for i, n in enumerate(names)} if names else {i: v for v, i in vocab.items()}
+        self.label2id = vocab
+        return model_config.replace(id2label=id2label, problem_type="single_label_classification")
+
+    def build_datasets(self, config, model_config):
+        import ray.data
+
+        size = image_size_for(config, model_config)
+        stored = round(size * RESIZE_RATIO)
+        vocab = getattr(self, "label2id", None) or {n: i for i, n in model_config.labels.items()}
+        out = {}
+        for split, paths in (("train", config.data), ("val", config.eval_data)):
+            if paths:
+                rows = data.image_label_rows(paths, config.label_column)
+                out[split] = ray.data.from_items(rows).map_batches(
+                    load_images_batch, fn_kwargs={"size": stored, "label2id": vocab}, batch_size=32,
+                    batch_format="numpy")
+        return out
+
+    def metric_names(self, config):
+        return ["loss", "accuracy"]
+
+    def prepare_batch(self, batch, rng, config, model_config, train, device):
+        images = batch["image"]  # (B, S', S', 3) uint8
+        size = image_size_for(config, model_config)
+        stored = images.shape[1]
+        if train:
+            top, left = (int(v) for v in rng.integers(0, stored - size + 1, 2))
+        else:
+            top = left = (stored - size) // 2
+        x = images[:, top:top + size, left:left + size].permute(0, 3, 1, 2).float() / 255.0  # (B, 3, S, S)
+        if train:
+            flip = torch.from_numpy(rng.random(x.shape[0]) < 0.5)
+            x[flip] = x[flip].flip(-1)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        return {"inputs": ((x - mean) / std).to(device), "labels": batch["label"].long().to(device)}
+
+    def forward(self, model, batch, config):
+        out = model(inputs=batch["inputs"], labels=batch["labels"])
+        return StepOutput(out.loss, classification_stats(out.loss, out.logits, batch["labels"]))
+
+    def summarize(self, stats):
+        return summarize_classification(stats)
+
+    def probe(self, model, model_config):
+        size = model_config.image_size if type(model).__name__.endswith("Learned") else 32
+        g = torch.Generator().manual_seed(0)
+        return model(inputs=torch.randn(2, 3, size, size, generator=g).to(_device(model))).logits

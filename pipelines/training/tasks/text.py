@@ -1,0 +1,185 @@
+"""Byte-level text tasks: masked language modelling (pretraining) and sequence classification."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from perceiver_core import PerceiverConfig, PerceiverForMaskedLM, PerceiverForSequenceClassification
+from perceiver_core.tokenizer import PerceiverTokenizer
+
+from .. import data
+from ..config import TrainConfig
+from ..masking import PAD_ID, crop_documents, pack_documents, span_mask
+from ..metrics import LN2, byte_histogram, unigram_bits_per_byte
+from .base import StepOutput, Task
+
+
+def seq_len_for(config: TrainConfig, model_config: PerceiverConfig) -> int:
+    length = config.seq_len or model_config.max_position_embeddings
+    if length > model_config.max_position_embeddings:
+        raise ValueError(f"seq_len {length} exceeds the model's max_position_embeddings "
+                         f"{model_config.max_position_embeddings}")
+    return length
+
+
+# ---------------------------------------------------------------------------------------------- batch functions
+def windows_batch(batch: dict[str, np.ndarray], seq_len: int, packing: str) -> dict[str, np.ndarray]:
+    """Documents (text column) -> fixed byte windows ``ids`` (n, seq_len) int16 (packed or cropped)."""
+    docs = [str(t) for t in batch["text"]]
+    windows = pack_documents(docs, seq_len) if packing == "pack" else crop_documents(docs, seq_len)
+    return {"ids": windows}
+
+
+def histogram_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"counts": byte_histogram(batch["ids"])[None]}
+
+
+def encode_labelled_batch(batch: dict[str, np.ndarray], seq_len: int, label2id: dict[str, int]
+                          ) -> dict[str, np.ndarray]:
+    """``text`` + ``label`` -> ``[CLS] bytes [SEP]`` ids (n, seq_len) int16 padded with [PAD], label ids int64."""
+    tokenizer = PerceiverTokenizer(model_max_length=seq_len)
+    enc = tokenizer([str(t) for t in batch["text"]], padding="max_length", truncation=True, max_length=seq_len,
+                    return_tensors="np")
+    labels = np.array([label2id[str(v)] for v in batch["label"]], dtype=np.int64)
+    return {"ids": np.asarray(enc["input_ids"], dtype=np.int16), "label": labels}
+
+
+def _sum_counts(ds) -> np.ndarray:
+    total = np.zeros(256)
+    for batch in ds.map_batches(histogram_batch, batch_format="numpy").iter_batches(batch_format="numpy"):
+        total += batch["counts"].sum(0)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------- MLM
+class MaskedLanguageModelling(Task):
+    name = "mlm"
+
+    def head_class(self, config, model_config):
+        return PerceiverForMaskedLM
+
+    def build_datasets(self, config, model_config):
+        seq_len = seq_len_for(config, model_config)
+        out = {"train": data.read_text_documents(config.data, config.text_column).map_batches(
+            windows_batch, fn_kwargs={"seq_len": seq_len, "packing": config.packing}, batch_format="numpy")}
+        if config.eval_data:
+            out["val"] = data.read_text_documents(config.eval_data, config.text_column).map_batches(
+                windows_batch, fn_kwargs={"seq_len": seq_len, "packing": "pack"}, batch_format="numpy")
+        return out
+
+    def baselines(self, config, model_config, datasets):
+        if "val" not in datasets:
+            return {}
+        return {"unigram_bits_per_byte": unigram_bits_per_byte(_sum_counts(datasets["train"]),
+                                                               _sum_counts(datasets["val"]))}
+
+    def metric_names(self, config):
+        return ["loss", "bits_per_byte", "accuracy", "unigram_bits_per_byte"]
+
+    def prepare_batch(self, batch, rng, config, model_config, train, device):
+        ids = batch["ids"].numpy()
+        inputs, labels = span_mask(ids, rng, config.mask_prob, config.mean_span)
+        return {"inputs": torch.from_numpy(inputs).to(device), "labels": torch.from_numpy(labels).to(device),
+                "attention_mask": torch.from_numpy(ids != PAD_ID).long().to(device)}
+
+    def forward(self, model, batch, config):
+        out = model(inputs=batch["inputs"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        labels = batch["labels"]
+        masked = labels != -100
+        n = int(masked.sum())
+        correct = int((out.logits.argmax(-1)[masked] == labels[masked]).sum()) if n else 0
+        return StepOutput(out.loss, {"nats_sum": float(out.loss.detach()) * n, "bytes": n, "correct": correct})
+
+    def summarize(self, stats):
+        n = max(stats.get("bytes", 0.0), 1.0)
+        loss = stats.get("nats_sum", 0.0) / n
+        return {"loss": loss, "bits_per_byte": loss / LN2, "accuracy": stats.get("correct", 0.0) / n}
+
+    def probe(self, model, model_config):
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(6, 262, (2, min(32, model_config.max_position_embeddings)), generator=g)
+        ids[:, ::5] = PerceiverTokenizer.mask_token_id
+        return model(inputs=ids.to(_device(model))).logits
+
+    def save_extras(self, directory, model_config):
+        PerceiverTokenizer(model_max_length=model_config.max_position_embeddings).save_pretrained(directory)
+
+
+# ---------------------------------------------------------------------------------------------- classification
+class TextClassification(Task):
+    name = "text-classification"
+
+    def head_class(self, config, model_config):
+        return PerceiverForSequenceClassification
+
+    def prepare_model_config(self, config, model_config):
+        names = data.read_label_names(config.label_names)
+        values = data.read_labelled_text(config.data, config.text_column, config.label_column).unique("label")
+        vocab = data.label_vocabulary(values, names)
+        id2label = ({i: n for i, n in enumerate(names)} if names is not None
+                    else {i: v for v, i in vocab.items()})
+        self.label2id = vocab
+        return model_config.replace(id2label=id2label, problem_type="single_label_classification")
+
+    def build_datasets(self, config, model_config):
+        vocab = getattr(self, "label2id", None) or _vocab_from_config(model_config)
+        kwargs = {"seq_len": seq_len_for(config, model_config), "label2id": vocab}
+        out = {"train": data.read_labelled_text(config.data, config.text_column, config.label_column)
+               .map_batches(encode_labelled_batch, fn_kwargs=kwargs, batch_format="numpy")}
+        if config.eval_data:
+            out["val"] = data.read_labelled_text(config.eval_data, config.text_column, config.label_column) \
+                .map_batches(encode_labelled_batch, fn_kwargs=kwargs, batch_format="numpy")
+        return out
+
+    def baselines(self, config, model_config, datasets):
+        if "val" not in datasets:
+            return {}
+        counts = np.bincount(np.concatenate([b["label"] for b in datasets["val"].select_columns(["label"])
+                                             .iter_batches(batch_format="numpy")]))
+        return {"majority_accuracy": float(counts.max() / counts.sum())}
+
+    def metric_names(self, config):
+        return ["loss", "accuracy", "majority_accuracy"]
+
+    def prepare_batch(self, batch, rng, config, model_config, train, device):
+        ids = batch["ids"].long()
+        return {"inputs": ids.to(device), "attention_mask": (ids != PAD_ID).long().to(device),
+                "labels": batch["label"].long().to(device)}
+
+    def forward(self, model, batch, config):
+        out = model(inputs=batch["inputs"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        return StepOutput(out.loss, classification_stats(out.loss, out.logits, batch["labels"]))
+
+    def summarize(self, stats):
+        return summarize_classification(stats)
+
+    def probe(self, model, model_config):
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(6, 262, (2, min(32, model_config.max_position_embeddings)), generator=g)
+        return model(inputs=ids.to(_device(model))).logits
+
+    def save_extras(self, directory, model_config):
+        PerceiverTokenizer(model_max_length=model_config.max_position_embeddings).save_pretrained(directory)
+
+
+def _vocab_from_config(model_config: PerceiverConfig) -> dict[str, int]:
+    return {name: i for i, name in model_config.labels.items()}
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def classification_stats(loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    n = labels.shape[0]
+    correct = int((logits.argmax(-1) == labels).sum())
+    return {"loss_sum": float(loss.detach()) * n, "count": n, "correct": correct}
+
+
+def summarize_classification(stats: dict[str, float]) -> dict[str, float]:
+    n = max(stats.get("count", 0.0), 1.0)
+    return {"loss": stats.get("loss_sum", 0.0) / n, "accuracy": stats.get("correct", 0.0) / n}

@@ -1,0 +1,107 @@
+"""End to end: ``perceiver-jobs video`` on local Ray with the tiny multimodal preset over tests/data/videos."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from _job_helpers import (
+    DATA,
+    TINY,
+    check_output,
+    check_rerun_adds_nothing,
+    manifest_ids,
+    ray_for_module,
+    run_cli,
+    summary,
+)
+
+from pipelines import schemas
+
+VIDEOS = DATA / "videos"
+# Files in videos/broken/ that yield no clip at all, by name prefix, and the reason they must report.
+BROKEN = {"moviepy__result_empty": "empty_file", "truncated_no_moov": "open_failed"}
+NO_AUDIO = {"torchcodec__av1_video.mkv", "torchcodec__h265_video.mp4"}
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    yield from ray_for_module()
+
+
+@pytest.fixture(scope="module")
+def video_run(ray_local, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("video")
+    labels = tmp / "labels.csv"
+    labels.write_text("file,label_index\ntorchcodec__nasa_13013.mp4,3\nmoviepy__big_buck_bunny_432_433.webm,1\n")
+    out = tmp / "out"
+    args = ["video", "--input", VIDEOS, "--output", out, "--model", "multimodal", *TINY, "--clips-per-video", "2",
+            "--batch-size", "4", "--pictures", "--labels-file", labels, "--commit-interval", "0"]
+    # A first run over part of the corpus stands in for a job killed half-way; the second run resumes it.
+    assert run_cli(*args, "--limit", "5") == 0
+    first_parts = {p.name for p in out.glob("part-*.parquet")}
+    first_rows = check_output(out, schemas.VIDEO, manifest_ids(out), "input_id").num_rows
+    assert run_cli(*args) == 0
+    return out, args, first_parts, first_rows
+
+
+def test_every_video_accounted_once(video_run):
+    out, _, first_parts, first_rows = video_run
+    table = check_output(out, schemas.VIDEO, manifest_ids(out), "input_id")
+    assert len(manifest_ids(out)) == 8  # 4 good + 4 broken files
+    assert first_parts < {p.name for p in out.glob("part-*.parquet")}  # the resume only added parts
+    assert table.num_rows > first_rows
+    s = summary(out)
+    assert s["run"]["processed_this_run"] == 3  # 8 files, 5 done by the first run
+    assert s["counts"]["inputs_failed"] == len(BROKEN)
+
+
+def test_rows(video_run):
+    out = video_run[0]
+    rows = check_output(out, schemas.VIDEO, manifest_ids(out), "input_id").to_pylist()
+    by_file: dict[str, list[dict]] = {}
+    for r in rows:
+        by_file.setdefault(r["source"].rsplit("/", 1)[-1], []).append(r)
+    broken = {n: reason for n in by_file for prefix, reason in BROKEN.items() if n.startswith(prefix)}
+    assert len(broken) == len(BROKEN)
+    for name, reason in broken.items():  # one error row carrying id, source and reason
+        (row,) = by_file[name]
+        assert row["error_type"] == reason and name in row["error"]
+        assert row["id"] == row["input_id"] and row["clip_index"] is None and row["psnr_video"] is None
+    good = [n for n in by_file if n not in broken]
+    assert len(good) == 6  # incl. the two truncated files that still decode some clips
+    for name in good:
+        clips = sorted(by_file[name], key=lambda r: r["clip_index"])
+        assert [c["clip_index"] for c in clips] == list(range(len(clips))) and 1 <= len(clips) <= 2
+        for c in clips:
+            assert c["error"] is None and c["id"] == f"{c['input_id']}:{c['clip_index']}"
+            assert math.isfinite(c["psnr_video"]) and c["start_time_s"] >= 0
+            assert c["has_audio"] == (name not in NO_AUDIO)
+            assert (c["psnr_audio"] is None) == (name in NO_AUDIO)
+            assert len(c["top_k_ids"]) == len(c["top_k_labels"]) == len(c["top_k_scores"]) == 5  # tiny: 5 labels
+            assert c["top_k_labels"][0] == f"LABEL_{c['top_k_ids'][0]}"
+            assert np.all(np.diff(c["top_k_scores"]) <= 0) and abs(sum(c["top_k_scores"]) - 1) < 1e-4
+            assert (out / c["picture"]).is_file() and c["picture"].startswith("_pictures/")
+    assert {r["label_index"] for r in by_file["torchcodec__nasa_13013.mp4"]} == {3}
+    assert "top1_accuracy" in summary(out)["metrics"] and "psnr_video_db" in summary(out)["metrics"]
+
+
+def test_pandas_reads_it(video_run):
+    import pandas as pd
+
+    frame = pd.read_parquet(video_run[0])
+    assert {"id", "input_id", "source", "clip_index", "psnr_video", "top_k_labels", "error"} <= set(frame.columns)
+
+
+def test_rerun_adds_nothing(video_run):
+    out, args, *_ = video_run
+    check_rerun_adds_nothing(out, args)
+
+
+def test_changed_options_refuse_the_folder(video_run, capsys):
+    _, args, *_ = video_run
+    changed = list(args)
+    changed[changed.index("--clips-per-video") + 1] = "3"
+    assert run_cli(*changed) == 2
+    assert "another run" in capsys.readouterr().err
