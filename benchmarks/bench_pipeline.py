@@ -223,18 +223,18 @@ def main(argv: list[str] | None = None) -> int:
                 ray_up = False
             clips, t = bench_decode(files, args.repeats, spec, cores)
             keep_best("decode", clips, t)
-            print(f"decode only : {clips} clips in {t:.2f} s = {clips / t:.2f} clips/s ({cores} processes)",
+            print(f"decode only : {clips} clips in {t:.2f} s = {clips / t:.3g} clips/s ({cores} processes)",
                   flush=True)
             layouts = ([tuple(int(v) for v in x.split("x")) for x in args.model_layouts] if args.model_layouts
                        else [(1, cores), (cores, 1)] if cores > 1 else [(1, 1)])
             for processes, threads in layouts:
                 mclips, mt = bench_model(job, files, spec, clips, processes, threads)
                 keep_best("model", mclips, mt)
-                print(f"model only  : {mclips} clips in {mt:.2f} s = {mclips / mt:.2f} clips/s "
+                print(f"model only  : {mclips} clips in {mt:.2f} s = {mclips / mt:.3g} clips/s "
                       f"({processes} process(es) x {threads} torch thread(s))", flush=True)
         if not ray_up:
             t0 = time.perf_counter()
-            ray.init(num_cpus=cores, include_dashboard=False)
+            ray.init(address="local", num_cpus=cores, include_dashboard=False)
             print(f"ray.init    : {time.perf_counter() - t0:.2f} s (not counted)", flush=True)
             ray_up = True
         for scale in args.scales:
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs[scale] = {**r, "peak_rss": max(r["peak_rss"], best["peak_rss"] if best else 0)}
             elif best is not None:
                 best["peak_rss"] = max(best["peak_rss"], r["peak_rss"])
-            print(f"end to end  : x{scale}: {r['clips']} clips in {r['wall']:.2f} s = {r['clips'] / r['wall']:.2f} "
+            print(f"end to end  : x{scale}: {r['clips']} clips in {r['wall']:.2f} s = {r['clips'] / r['wall']:.3g} "
                   f"clips/s; peak PSS of the Ray process tree {r['peak_rss'] / 2**20:.0f} MiB; {r['plan']}; "
                   f"complete={r['complete']}", flush=True)
     ray.shutdown()
@@ -257,20 +257,20 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("decode", "model"):
         if key in results:
             n, t = results[key]
-            print(f"{key:6} only : {n / t:.2f} clips/s")
+            print(f"{key:6} only : {n / t:.3g} clips/s")
     for scale, r in runs_list:
-        print(f"end to end x{scale}: {r['clips']} clips, {r['clips'] / r['wall']:.2f} clips/s, "
+        print(f"end to end x{scale}: {r['clips']} clips, {r['clips'] / r['wall']:.3g} clips/s, "
               f"peak PSS {r['peak_rss'] / 2**20:.0f} MiB")
 
     if "decode" in results:
         d = results["decode"][1] / results["decode"][0]
         m = results["model"][1] / results["model"][0]
         ideal = 1 / (d + m)
-        print(f"\nper clip: decode {d * 1e3:.1f} ms + model {m * 1e3:.1f} ms -> ideal {ideal:.2f} clips/s "
+        print(f"\nper clip: decode {d * 1e3:.1f} ms + model {m * 1e3:.1f} ms -> ideal {ideal:.3g} clips/s "
               f"(CPU only: stages share the cores)")
         for scale, r in runs_list:
             e = r["clips"] / r["wall"]
-            print(f"efficiency x{scale}: {e:.2f} / {ideal:.2f} = {e / ideal:.2f}")
+            print(f"efficiency x{scale}: {e:.3g} / {ideal:.3g} = {e / ideal:.2f}")
     return 0
 
 

@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              ("warmup_steps", int, None), ("min_lr_ratio", float, "final lr / peak lr (cosine)"),
                              ("grad_clip", float, "max gradient norm, 0 = off"), ("seed", int, None)):
         g.add_argument("--" + name.replace("_", "-"), type=typ, default=default(name), help=help_)
+    # (--max-steps 0 with --init-from and held-out data only evaluates that model)
     g.add_argument("--precision", choices=PRECISIONS, default=default("precision"), help="bf16 = autocast")
 
     g = parser.add_argument_group("task options")
@@ -70,9 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="flow: downscale full-size eval pairs by this factor before tiling")
     g.add_argument("--clip-stride", type=int, help="video: frames between training clip starts")
     g.add_argument("--max-clips-per-video", type=int)
+    g.add_argument("--holdout-fraction", type=float, default=default("holdout_fraction"),
+                   help="video: hold out the last fraction (in time) of every --data video for evaluation")
     g.add_argument("--output-points", type=int, default=default("output_points"),
                    help="video: sampled output pixels per clip per step")
     g.add_argument("--audio-output-points", type=int, help="video: sampled audio patches per clip (default all)")
+    g.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="images / video: no random flips, crops or colour changes in training")
     g.add_argument("--loss-weights", nargs="+", default=[], metavar="MODALITY=W",
                    help="autoencoding loss weights (default image=0.03 audio=1.0 label=0.0001)")
 
@@ -113,7 +118,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         synthetic_pairs=args.synthetic_pairs, flow_max_motion=args.flow_max_motion,
         flow_output_points=args.flow_output_points, flow_eval_scale=args.flow_eval_scale,
         clip_stride=args.clip_stride, max_clips_per_video=args.max_clips_per_video,
+        holdout_fraction=args.holdout_fraction,
         output_points=args.output_points, audio_output_points=args.audio_output_points, loss_weights=weights,
+        augment=args.augment,
         eval_every=args.eval_every, eval_batches=args.eval_batches, log_every=args.log_every,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
         output_dir=args.output_dir, name=args.name, resume=args.resume, export_dir=args.export_dir,

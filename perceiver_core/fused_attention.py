@@ -63,7 +63,9 @@ class AttentionPlan:
         text = self.kernel
         if (self.qk_dim, self.v_dim) != (qk_dim, v_dim):
             text += f" (padded qk {qk_dim}->{self.qk_dim}, v {v_dim}->{self.v_dim})"
-        if self.query_chunk is not None:
+        if self.kernel == "onednn_chunked":
+            text += f" (score tiles {self.query_chunk} x {ONEDNN_KV_BLOCK}, fp32)"
+        elif self.query_chunk is not None:
             text += f" (query chunks of {self.query_chunk})"
         return text
 
@@ -109,11 +111,11 @@ def _pad_last(t: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def _safe_mask(mask: torch.Tensor | None, dtype: torch.dtype, device_type: str) -> torch.Tensor | None:
-    """An additive mask the kernel accepts, never overflowing to -inf (a NaN row when fully masked).
+    """An additive mask the kernel accepts, never overflowing to -inf in the kernel's dtype.
 
-    CPU kernels take a float32 mask with bf16/fp16 inputs and add it in float32, so a fully masked row stays
-    uniform (transformers' fp32 behaviour) in every dtype. CUDA kernels want the input dtype: the mask is clamped
-    to its range (in fp16 a fully masked row then attends by score instead of uniformly; it is finite).
+    CPU kernels take a float32 mask with bf16/fp16 inputs and add it in float32. CUDA kernels want the input
+    dtype: the mask is clamped to its range first (fp16's minimum is -65504). Fully masked rows were already made
+    uniform by ``_uniform_fully_masked_rows``, so the clamp never decides them.
     """
     if mask is None or mask.dtype == dtype or mask.dtype == torch.bool:
         return mask

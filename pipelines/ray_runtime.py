@@ -40,7 +40,9 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus or local_cpu_count(), include_dashboard=False)
+        # address="local": always a new instance of our own, never a cluster someone else started on this
+        # machine with `ray start` (plain ray.init() would attach to that one).
+        ray.init(address="local", num_cpus=num_cpus or local_cpu_count(), include_dashboard=False)
     return True
 
 

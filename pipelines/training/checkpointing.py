@@ -113,6 +113,9 @@ def save_model_atomically(model: torch.nn.Module, directory: str | Path, extras=
     model.save_pretrained(staging)
     if extras is not None:
         extras(staging)
+    staging.chmod(0o755)  # mkdtemp makes it private; a saved model is meant to be shared
+    for f in staging.iterdir():
+        f.chmod(0o644)
     if directory.exists():
         shutil.rmtree(directory)
     staging.rename(directory)

@@ -40,7 +40,7 @@ class TrainConfig:
     init_from: str | None = None  # checkpoint directory to start from (fine-tuning)
     gradient_checkpointing: bool = False
     # ---------------------------------------------------------------- optimisation
-    max_steps: int = 1000
+    max_steps: int = 1000  # 0 = only evaluate the --init-from model
     batch_size: int = 16  # per worker
     lr: float = 5e-4
     weight_decay: float = 0.01
@@ -62,9 +62,11 @@ class TrainConfig:
     flow_eval_scale: float = 1.0  # optical-flow: downscale real eval pairs by this before tiling
     clip_stride: int | None = None  # multimodal: frames between training clip starts (default: clip length)
     max_clips_per_video: int | None = None
+    holdout_fraction: float = 0.0  # multimodal: the last fraction (in time) of every training video is held out
     output_points: int = 512  # multimodal: sampled video points per clip per step
     audio_output_points: int | None = None  # multimodal: sampled audio patches (default: all)
     loss_weights: dict[str, float] = field(default_factory=lambda: dict(PAPER_LOSS_WEIGHTS))
+    augment: bool = True  # images / clips: random flips and colour changes (crops for images) in training
     # ---------------------------------------------------------------- evaluation, logging, checkpoints
     eval_every: int = 0  # steps; 0 = only at the end
     eval_batches: int | None = None  # cap on eval batches (None = whole held-out split)
@@ -98,10 +100,10 @@ class TrainConfig:
             raise ValueError(f"fail_mode must be one of {FAIL_MODES}, got {self.fail_mode!r}")
         if self.packing not in PACKINGS:
             raise ValueError(f"packing must be one of {PACKINGS}, got {self.packing!r}")
-        for name in ("max_steps", "batch_size", "log_every", "synthetic_pairs", "output_points", "cpus_per_worker"):
+        for name in ("batch_size", "log_every", "synthetic_pairs", "output_points", "cpus_per_worker"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_every", "checkpoint_every", "num_workers", "max_failures"):
+        for name in ("max_steps", "warmup_steps", "eval_every", "checkpoint_every", "num_workers", "max_failures"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
@@ -115,8 +117,12 @@ class TrainConfig:
         unknown = set(self.loss_weights) - set(PAPER_LOSS_WEIGHTS)
         if unknown:
             raise ValueError(f"unknown loss_weights modalities {sorted(unknown)}; known: {sorted(PAPER_LOSS_WEIGHTS)}")
-        if self.task != "optical-flow" and not self.data:
+        if self.task != "optical-flow" and not self.data and self.max_steps:
             raise ValueError(f"task {self.task} needs --data")
+        if self.max_steps == 0 and not (self.init_from and (self.eval_data or self.holdout_fraction)):
+            raise ValueError("--max-steps 0 evaluates a model: it needs --init-from and held-out data")
+        if not 0 <= self.holdout_fraction < 1:
+            raise ValueError("holdout_fraction must be in [0, 1)")
         if self.resume and not self.name:
             raise ValueError("--resume needs the --name of the run to continue")
         if self.name is None:

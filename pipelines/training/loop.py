@@ -113,7 +113,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     if world > 1:
         module = ray.train.torch.prepare_model(
             module, parallel_strategy_kwargs={"find_unused_parameters": task.find_unused_parameters})
-    train_shard = ray.train.get_dataset_shard("train")
+    train_shard = ray.train.get_dataset_shard("train") if config.max_steps else None
     val_shard = ray.train.get_dataset_shard("val") if loop_config.get("has_val") else None
     csv_log = MetricsCSV(run_dir / METRICS_CSV, task.metric_names(config) + ["grad_norm"], state.attempt) \
         if rank == 0 else None
@@ -125,6 +125,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     def report(final: bool) -> None:
         nonlocal window, window_start, window_samples
         step = state.step
+        if config.max_steps == 0:  # evaluate-only: no training metrics, no checkpoint
+            evaluation = {}
+            if rank == 0:
+                model.eval()
+                rng = np.random.default_rng([config.seed, 7919])
+                evaluation = {**task.summarize(task.evaluate(model, val_shard, config, model_config, device, rng)),
+                              **baselines}
+                emit(progress_line(task.name, 0, 1, evaluation, split="eval"))
+                csv_log.write(0, 0, "eval", evaluation)
+            state.metrics = {"step": 0, **{f"eval_{k}": v for k, v in evaluation.items()}}
+            ray.train.report(state.metrics)
+            return
         log_now = final or step % config.log_every == 0
         eval_now = val_shard is not None and (final or (config.eval_every and step % config.eval_every == 0))
         ckpt_now = final or (config.checkpoint_every and step % config.checkpoint_every == 0)
@@ -173,6 +185,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         window, window_start, window_samples = {}, time.time(), 0
 
     # ------------------------------------------------------------------ steps
+    if config.max_steps == 0:
+        report(final=True)
     shuffle_buffer = min(1024, 16 * config.batch_size)
     while state.step < config.max_steps:
         batches = 0

@@ -61,8 +61,9 @@ def init_ray(config: TrainConfig) -> None:
     # Logical CPUs: the workers' share plus room for Ray Data's read/preprocess tasks (they would otherwise
     # wait for a CPU the training workers hold for the whole run).
     num_cpus = max(os.cpu_count() or 1, config.num_workers * config.cpus_per_worker + 2)
-    ray.init(num_cpus=num_cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False,
-             log_to_driver=True)
+    # address="local": always a fresh in-process cluster, never one someone else started on this machine
+    ray.init(address="local", num_cpus=num_cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+             include_dashboard=False, log_to_driver=True)
 
 
 def check_run_dir(config: TrainConfig) -> None:
@@ -107,11 +108,11 @@ def fit(config: TrainConfig) -> TrainResult:
                              checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=config.max_failures)),
         datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        dataset_config=DataConfig(datasets_to_split=["train"] if "train" in datasets else []),
     )
     result = trainer.fit()
     value = result.return_value or {}
-    final_dir = run_dir / FINAL_MODEL_DIR
+    final_dir = run_dir / FINAL_MODEL_DIR  # (an evaluate-only run saves its --init-from model here)
     if config.export_dir and final_dir.is_dir():
         export = Path(config.export_dir)
         export.mkdir(parents=True, exist_ok=True)

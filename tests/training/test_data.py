@@ -152,3 +152,16 @@ def test_multimodal_step(tiny_models):
              "label": np.array([2, -1])}
     summary = _step("multimodal-autoencoding", model, batch, c, output_points=64)
     assert summary["label_loss"] > 0 and summary["image_loss"] > 0
+
+
+def test_video_time_holdout_split_does_not_overlap():
+    spec = {"num_frames": 4, "height": 16, "width": 16, "audio_samples_per_frame": 16, "clip_stride_frames": 2}
+    batch = {"path": np.array([str(DATA / "videos" / "torchcodec__h265_video.mp4")]), "label": np.array([-1])}
+    everything = decode_batch(batch, spec=spec)
+    train = decode_batch(batch, spec=spec, holdout_fraction=0.25, split="train")
+    held = decode_batch(batch, spec=spec, holdout_fraction=0.25, split="holdout")
+    starts = lambda out: [int(c.split("#")[1]) * 2 for c in out["clip"]]
+    assert len(train["clip"]) + len(held["clip"]) < len(everything["clip"])
+    assert held["clip"].size >= 1 and train["clip"].size >= 1
+    assert max(starts(train)) + 4 <= min(starts(held))  # training clips end before the held-out ones start
+    assert all(b - a >= 4 for a, b in zip(starts(held), starts(held)[1:]))  # held-out clips do not overlap

@@ -32,6 +32,10 @@ class StepOutput:
     stats: dict[str, float] = field(default_factory=dict)  # sums, pooled across steps and ranks
 
 
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 class TrainingModule(nn.Module):
     """Wraps a head so that ``forward(batch)`` returns a ``StepOutput``; DDP wraps this module."""
 

@@ -23,8 +23,7 @@ from pipelines.flow_tiling import flow_model_inputs, tiled_flow
 from ..config import TrainConfig
 from ..flow_pairs import FlowPair, discover_flow_pairs, load_pair
 from ..synthetic_flow import SyntheticFlowSpec, make_batch
-from .base import StepOutput, Task
-from .text import _device
+from .base import StepOutput, Task, model_device
 
 
 def flow_size_for(config: TrainConfig, model_config) -> tuple[int, int]:
@@ -89,7 +88,9 @@ class OpticalFlow(Task):
         import ray.data
 
         size = flow_size_for(config, model_config)
-        if config.synthetic_flow:
+        if not config.max_steps:
+            train = None
+        elif config.synthetic_flow:
             spec = dataclasses.asdict(SyntheticFlowSpec(height=size[0], width=size[1],
                                                         max_translation=config.flow_max_motion))
             train = ray.data.range(config.synthetic_pairs).map_batches(
@@ -100,7 +101,7 @@ class OpticalFlow(Task):
                 raise FileNotFoundError(f"no flow pairs with ground truth under {list(config.data)}")
             train = ray.data.from_items([dataclasses.asdict(p) for p in pairs]).map_batches(
                 real_pairs_batch, fn_kwargs={"size": size, "seed": config.seed}, batch_size=8, batch_format="numpy")
-        out = {"train": train}
+        out = {"train": train} if train is not None else {}
         if config.eval_data:
             out["val"] = ray.data.from_items([dataclasses.asdict(p) for p in self._eval_pairs(config)])
         return out
@@ -119,7 +120,7 @@ class OpticalFlow(Task):
     def prepare_batch(self, batch, rng, config, model_config, train, device):
         f1 = batch["frame1"].permute(0, 3, 1, 2).float()  # (B, 3, H, W), 0..255
         f2 = batch["frame2"].permute(0, 3, 1, 2).float()
-        if train and rng.random() < 0.5:  # horizontal flip of the pair: u changes sign
+        if train and config.augment and rng.random() < 0.5:  # horizontal flip of the pair: u changes sign
             f1, f2 = f1.flip(-1), f2.flip(-1)
             flow = batch["flow"].flip(2) * torch.tensor([-1.0, 1.0])
             valid = batch["valid"].flip(2)
@@ -189,7 +190,7 @@ class OpticalFlow(Task):
     def probe(self, model, model_config):
         h, w = model_config.train_size
         g = torch.Generator().manual_seed(0)
-        return model(inputs=torch.randn(1, 2, 27, h, w, generator=g).to(_device(model))).logits
+        return model(inputs=torch.randn(1, 2, 27, h, w, generator=g).to(model_device(model))).logits
 
 
 def predict_full_frame(pair: dict[str, np.ndarray], predict, tile: tuple[int, int], scale: float) -> np.ndarray:

@@ -8,8 +8,8 @@ import torch
 from perceiver_core.image_processor import IMAGENET_MEAN, IMAGENET_STD
 
 from .. import data
-from .base import StepOutput, Task
-from .text import _device, classification_stats, summarize_classification
+from .base import StepOutput, Task, model_device
+from .text import classification_stats, summarize_classification
 
 RESIZE_RATIO = 8 / 7  # stored images are this much larger than the crop: random crops in training, centre in eval
 
@@ -46,6 +46,8 @@ class ImageClassification(Task):
     name = "image-classification"
 
     def prepare_model_config(self, config, model_config):
+        if not config.max_steps:  # evaluate-only: the --init-from model's labels
+            return model_config
         rows = data.image_label_rows(config.data, config.label_column)
         names = data.read_label_names(config.label_names)
         vocab = data.label_vocabulary([r["label"] for r in rows], names)
@@ -60,7 +62,7 @@ class ImageClassification(Task):
         stored = round(size * RESIZE_RATIO)
         vocab = getattr(self, "label2id", None) or {n: i for i, n in model_config.labels.items()}
         out = {}
-        for split, paths in (("train", config.data), ("val", config.eval_data)):
+        for split, paths in (("train", config.data if config.max_steps else ()), ("val", config.eval_data)):
             if paths:
                 rows = data.image_label_rows(paths, config.label_column)
                 out[split] = ray.data.from_items(rows).map_batches(
@@ -75,12 +77,12 @@ class ImageClassification(Task):
         images = batch["image"]  # (B, S', S', 3) uint8
         size = image_size_for(config, model_config)
         stored = images.shape[1]
-        if train:
+        if train and config.augment:
             top, left = (int(v) for v in rng.integers(0, stored - size + 1, 2))
         else:
             top = left = (stored - size) // 2
         x = images[:, top:top + size, left:left + size].permute(0, 3, 1, 2).float() / 255.0  # (B, 3, S, S)
-        if train:
+        if train and config.augment:
             flip = torch.from_numpy(rng.random(x.shape[0]) < 0.5)
             x[flip] = x[flip].flip(-1)
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -97,4 +99,4 @@ class ImageClassification(Task):
     def probe(self, model, model_config):
         size = model_config.image_size if type(model).__name__.endswith("Learned") else 32
         g = torch.Generator().manual_seed(0)
-        return model(inputs=torch.randn(2, 3, size, size, generator=g).to(_device(model))).logits
+        return model(inputs=torch.randn(2, 3, size, size, generator=g).to(model_device(model))).logits

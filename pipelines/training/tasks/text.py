@@ -6,7 +6,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from perceiver_core import PerceiverConfig, PerceiverForMaskedLM, PerceiverForSequenceClassification
 from perceiver_core.tokenizer import PerceiverTokenizer
@@ -15,7 +14,7 @@ from .. import data
 from ..config import TrainConfig
 from ..masking import PAD_ID, crop_documents, pack_documents, span_mask
 from ..metrics import LN2, byte_histogram, unigram_bits_per_byte
-from .base import StepOutput, Task
+from .base import StepOutput, Task, model_device
 
 
 def seq_len_for(config: TrainConfig, model_config: PerceiverConfig) -> int:
@@ -64,15 +63,17 @@ class MaskedLanguageModelling(Task):
 
     def build_datasets(self, config, model_config):
         seq_len = seq_len_for(config, model_config)
-        out = {"train": data.read_text_documents(config.data, config.text_column).map_batches(
-            windows_batch, fn_kwargs={"seq_len": seq_len, "packing": config.packing}, batch_format="numpy")}
+        out = {}
+        if config.data and config.max_steps:
+            out["train"] = data.read_text_documents(config.data, config.text_column).map_batches(
+                windows_batch, fn_kwargs={"seq_len": seq_len, "packing": config.packing}, batch_format="numpy")
         if config.eval_data:
             out["val"] = data.read_text_documents(config.eval_data, config.text_column).map_batches(
                 windows_batch, fn_kwargs={"seq_len": seq_len, "packing": "pack"}, batch_format="numpy")
         return out
 
     def baselines(self, config, model_config, datasets):
-        if "val" not in datasets:
+        if "val" not in datasets or "train" not in datasets:
             return {}
         return {"unigram_bits_per_byte": unigram_bits_per_byte(_sum_counts(datasets["train"]),
                                                                _sum_counts(datasets["val"]))}
@@ -103,7 +104,7 @@ class MaskedLanguageModelling(Task):
         g = torch.Generator().manual_seed(0)
         ids = torch.randint(6, 262, (2, min(32, model_config.max_position_embeddings)), generator=g)
         ids[:, ::5] = PerceiverTokenizer.mask_token_id
-        return model(inputs=ids.to(_device(model))).logits
+        return model(inputs=ids.to(model_device(model))).logits
 
     def save_extras(self, directory, model_config):
         PerceiverTokenizer(model_max_length=model_config.max_position_embeddings).save_pretrained(directory)
@@ -117,6 +118,8 @@ class TextClassification(Task):
         return PerceiverForSequenceClassification
 
     def prepare_model_config(self, config, model_config):
+        if not config.max_steps:  # evaluate-only: the --init-from model's labels
+            return model_config
         names = data.read_label_names(config.label_names)
         values = data.read_labelled_text(config.data, config.text_column, config.label_column).unique("label")
         vocab = data.label_vocabulary(values, names)
@@ -128,8 +131,10 @@ class TextClassification(Task):
     def build_datasets(self, config, model_config):
         vocab = getattr(self, "label2id", None) or _vocab_from_config(model_config)
         kwargs = {"seq_len": seq_len_for(config, model_config), "label2id": vocab}
-        out = {"train": data.read_labelled_text(config.data, config.text_column, config.label_column)
-               .map_batches(encode_labelled_batch, fn_kwargs=kwargs, batch_format="numpy")}
+        out = {}
+        if config.data and config.max_steps:
+            out["train"] = data.read_labelled_text(config.data, config.text_column, config.label_column) \
+                .map_batches(encode_labelled_batch, fn_kwargs=kwargs, batch_format="numpy")
         if config.eval_data:
             out["val"] = data.read_labelled_text(config.eval_data, config.text_column, config.label_column) \
                 .map_batches(encode_labelled_batch, fn_kwargs=kwargs, batch_format="numpy")
@@ -160,7 +165,7 @@ class TextClassification(Task):
     def probe(self, model, model_config):
         g = torch.Generator().manual_seed(0)
         ids = torch.randint(6, 262, (2, min(32, model_config.max_position_embeddings)), generator=g)
-        return model(inputs=ids.to(_device(model))).logits
+        return model(inputs=ids.to(model_device(model))).logits
 
     def save_extras(self, directory, model_config):
         PerceiverTokenizer(model_max_length=model_config.max_position_embeddings).save_pretrained(directory)
@@ -168,10 +173,6 @@ class TextClassification(Task):
 
 def _vocab_from_config(model_config: PerceiverConfig) -> dict[str, int]:
     return {name: i for i, name in model_config.labels.items()}
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def classification_stats(loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:

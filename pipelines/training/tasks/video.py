@@ -19,8 +19,7 @@ from pipelines.video_decode import ClipSpec, VideoDecodeError, iter_clips
 
 from .. import data
 from ..metrics import psnr
-from .base import StepOutput, Task, TaskCollate, as_tensor
-from .text import _device
+from .base import StepOutput, Task, TaskCollate, as_tensor, model_device
 
 LABELS_CSV = "labels.csv"  # optional, beside the videos: file,<label column> (a class name or id)
 
@@ -32,23 +31,36 @@ def clip_spec(model_config, stride: int | None = None, max_clips: int | None = N
                     clip_stride_frames=stride, max_clips=max_clips)
 
 
-def decode_batch(batch: dict[str, np.ndarray], spec: dict) -> dict[str, np.ndarray]:
-    """Video paths -> every full clip: video (n, T, S, S, 3) uint8, audio (n, T*A) float32, label (n,) int64
-    (-1 = unlabelled). Files that cannot be decoded are skipped with a message; padded tail clips are dropped."""
+def decode_batch(batch: dict[str, np.ndarray], spec: dict, holdout_fraction: float = 0.0,
+                 split: str = "all") -> dict[str, np.ndarray]:
+    """Video paths -> full clips: video (n, T, S, S, 3) uint8, audio (n, T*A) float32, label (n,) int64
+    (-1 = unlabelled), clip (n,) "<file>#<index>". Undecodable files are skipped with a message; padded tail
+    clips are dropped.
+
+    ``holdout_fraction`` > 0 splits every video in time at (1 - fraction) of its clipped length: ``split="train"``
+    keeps the clips that end before the boundary, ``split="holdout"`` the non-overlapping clips after it.
+    """
     clip_spec_ = ClipSpec(**spec)
+    t, s, stride = clip_spec_.num_frames, clip_spec_.height, clip_spec_.stride
     out = {"video": [], "audio": [], "label": [], "clip": []}
     for path, label in zip(batch["path"], batch["label"]):
         try:
-            for clip in iter_clips(str(path), clip_spec_):
-                if clip.partial:
-                    continue
-                out["video"].append(clip.frames)
-                out["audio"].append(clip.audio.astype(np.float32))
-                out["label"].append(int(label))
-                out["clip"].append(f"{Path(str(path)).name}#{clip.clip_index}")
+            clips = [c for c in iter_clips(str(path), clip_spec_) if not c.partial]
         except VideoDecodeError as exc:
             print(f"skipping undecodable video {path}: {exc}")
-    t, s = clip_spec_.num_frames, clip_spec_.height
+            continue
+        if holdout_fraction and split != "all" and clips:
+            boundary = int((1 - holdout_fraction) * ((len(clips) - 1) * stride + t))  # in output frames
+            if split == "train":
+                clips = [c for c in clips if c.clip_index * stride + t <= boundary]
+            else:
+                clips = [c for c in clips if c.clip_index * stride >= boundary
+                         and (c.clip_index * stride - boundary) % t < stride]
+        for clip in clips:
+            out["video"].append(clip.frames)
+            out["audio"].append(clip.audio.astype(np.float32))
+            out["label"].append(int(label))
+            out["clip"].append(f"{Path(str(path)).name}#{clip.clip_index}")
     if not out["video"]:
         return {"video": np.zeros((0, t, s, clip_spec_.width, 3), np.uint8),
                 "audio": np.zeros((0, clip_spec_.audio_samples_per_clip), np.float32),
@@ -94,16 +106,26 @@ class MultimodalAutoencoding(Task):
         return vocab
 
     def build_datasets(self, config, model_config):
+        """train: clips of --data (the part before the hold-out boundary); val: the held-out part of those
+        videos (--holdout-fraction) and every clip (non-overlapping) of --eval-data."""
         import ray.data
 
-        out = {}
         vocab = self._label2id(model_config)
-        for split, paths, stride in (("train", config.data, config.clip_stride), ("val", config.eval_data, None)):
-            if paths:
-                spec = clip_spec(model_config, stride, config.max_clips_per_video)
-                spec_kwargs = {f: getattr(spec, f) for f in spec.__dataclass_fields__}
-                out[split] = ray.data.from_items(video_rows(paths, vocab)).map_batches(
-                    decode_batch, fn_kwargs={"spec": spec_kwargs}, batch_size=1, batch_format="numpy")
+
+        def clips(paths, stride, split):
+            spec = clip_spec(model_config, stride, config.max_clips_per_video)
+            kwargs = {"spec": {f: getattr(spec, f) for f in spec.__dataclass_fields__},
+                      "holdout_fraction": config.holdout_fraction, "split": split}
+            return ray.data.from_items(video_rows(paths, vocab)).map_batches(
+                decode_batch, fn_kwargs=kwargs, batch_size=1, batch_format="numpy")
+
+        out = {}
+        if config.data and config.max_steps:
+            out["train"] = clips(config.data, config.clip_stride, "train" if config.holdout_fraction else "all")
+        val = ([clips(config.data, config.clip_stride, "holdout")] if config.holdout_fraction else []) + \
+              ([clips(config.eval_data, None, "all")] if config.eval_data else [])
+        if val:
+            out["val"] = val[0] if len(val) == 1 else val[0].union(*val[1:])
         return out
 
     def metric_names(self, config):
@@ -118,6 +140,8 @@ class MultimodalAutoencoding(Task):
         video = batch["video"].permute(0, 1, 4, 2, 3).float().div(255.0)  # (B, T, 3, S, S) in [0, 1]
         audio = batch["audio"].float().unsqueeze(-1)  # (B, T*A, 1)
         b = video.shape[0]
+        if train and config.augment:
+            video, audio = augment_clips(video, audio, rng)
         out = {"video": video.to(device), "audio": audio.to(device), "label": batch["label"].long().to(device)}
         if train:
             n_image = int(np.prod(model_config.output_shape[1:]))
@@ -182,12 +206,32 @@ class MultimodalAutoencoding(Task):
         n_audio = t * model_config.audio_samples_per_frame
         inputs = {"image": torch.rand(1, t, 3, s, s, generator=g), "audio": torch.rand(1, n_audio, 1, generator=g) * 2 - 1,
                   "label": torch.zeros(1, model_config.num_labels)}
-        inputs = {k: v.to(_device(model)) for k, v in inputs.items()}
-        points = {"image": torch.arange(0, t * s * s, 97, device=_device(model)),
-                  "audio": torch.arange(0, n_audio // model_config.samples_per_patch, 3, device=_device(model)),
+        inputs = {k: v.to(model_device(model)) for k, v in inputs.items()}
+        points = {"image": torch.arange(0, t * s * s, 97, device=model_device(model)),
+                  "audio": torch.arange(0, n_audio // model_config.samples_per_patch, 3, device=model_device(model)),
                   "label": None}
         logits = model(inputs=inputs, subsampled_output_points=points).logits
         return torch.cat([logits[k].reshape(-1) for k in sorted(logits)])
+
+
+def augment_clips(video: torch.Tensor, audio: torch.Tensor, rng: np.random.Generator
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per clip: horizontal flip, time reversal (video and audio together), and a random colour transform
+    (channel permutation, per-channel gain and offset, sometimes inversion). An autoencoder trained on few
+    videos otherwise memorises their colours instead of passing its input through the latents."""
+    video, audio = video.clone(), audio.clone()
+    for i in range(video.shape[0]):
+        if rng.random() < 0.5:
+            video[i] = video[i].flip(-1)
+        if rng.random() < 0.5:
+            video[i], audio[i] = video[i].flip(0), audio[i].flip(0)
+        if rng.random() < 0.8:
+            clip = video[i][:, torch.from_numpy(rng.permutation(3))]
+            gain = torch.from_numpy(rng.uniform(0.6, 1.4, 3)).float().view(1, 3, 1, 1)
+            offset = torch.from_numpy(rng.uniform(-0.2, 0.2, 3)).float().view(1, 3, 1, 1)
+            clip = clip * gain + offset
+            video[i] = (1 - clip if rng.random() < 0.2 else clip).clamp(0, 1)
+    return video, audio
 
 
 def _sample_points(rng: np.random.Generator, batch: int, total: int, n: int) -> torch.Tensor:
