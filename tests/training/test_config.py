@@ -1,0 +1,63 @@
+import argparse
+
+import pytest
+
+from jobs import train as train_cmd
+from pipelines.training.config import PAPER_LOSS_WEIGHTS, TrainConfig
+from pipelines.training.models import parse_overrides, resolve_model
+from pipelines.training.tasks import get_task
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+    return train_cmd.config_from_args(parser.parse_args(list(argv)))
+
+
+def test_cli_maps_onto_the_config():
+    config = parse("--task", "mlm", "--data", "a.txt", "b.jsonl", "--eval-data", "c.txt", "--tiny",
+                   "--model-config", "d_latents=64", "train_size=[32,48]", "hidden_act=gelu", "--max-steps", "7",
+                   "--precision", "bf16", "--num-workers", "2", "--name", "run", "--flow-size", "24", "32")
+    assert config.data == ("a.txt", "b.jsonl") and config.eval_data == ("c.txt",)
+    assert config.model_config == {"d_latents": 64, "train_size": [32, 48], "hidden_act": "gelu"}
+    assert (config.max_steps, config.precision, config.num_workers, config.flow_size) == (7, "bf16", 2, (24, 32))
+    assert config.loss_weights == PAPER_LOSS_WEIGHTS and config.augment
+    assert parse("--task", "multimodal-autoencoding", "--data", "v", "--loss-weights", "image=1",
+                 "--no-augment").loss_weights == {**PAPER_LOSS_WEIGHTS, "image": 1.0}
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"task": "nope", "data": ("x",)},
+    {"task": "mlm"},  # no data
+    {"task": "mlm", "data": ("x",), "precision": "fp16"},
+    {"task": "mlm", "data": ("x",), "resume": True},  # resume needs a name
+    {"task": "mlm", "data": ("x",), "max_steps": 0},  # evaluate-only needs --init-from and held-out data
+    {"task": "mlm", "data": ("x",), "loss_weights": {"depth": 1.0}},
+    {"task": "mlm", "data": ("x",), "keep_checkpoints": 0},
+])
+def test_invalid_configs_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        TrainConfig(**kwargs)
+
+
+def test_optical_flow_defaults_to_the_synthetic_generator():
+    assert TrainConfig(task="optical-flow").synthetic_flow
+    assert not TrainConfig(task="optical-flow", data=("chairs/",)).synthetic_flow
+
+
+def test_parse_overrides():
+    assert parse_overrides(["a=1", "b=[1, 2]", "c=x y", "d=null"]) == {"a": 1, "b": [1, 2], "c": "x y", "d": None}
+    with pytest.raises(ValueError):
+        parse_overrides(["no-equals"])
+
+
+def test_resolve_model_applies_overrides_and_task_settings():
+    config = TrainConfig(task="multimodal-autoencoding", data=("v",), tiny=True,
+                         model_config={"num_frames": 2, "image_size": 16})
+    head, model_config = resolve_model(config, get_task(config.task))
+    assert head.__name__ == "PerceiverForMultimodalAutoencoding"
+    assert model_config.output_shape == (1, 2, 16, 16)  # follows num_frames / image_size
+    assert model_config.architectures == ["PerceiverForMultimodalAutoencoding"]
+    with pytest.raises(ValueError, match="unknown model config"):
+        resolve_model(TrainConfig(task="mlm", data=("x",), model_config={"nope": 1}), get_task("mlm"))
