@@ -122,18 +122,22 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     window: dict[str, float] = {}
     window_start, window_samples, run_start = time.time(), 0, time.time()
 
+    def evaluate() -> dict[str, float]:
+        """Rank 0: held-out metrics (the same masks / sampled points at every evaluation), printed and logged."""
+        model.eval()
+        rng = np.random.default_rng([config.seed, 7919])
+        evaluation = {**task.summarize(task.evaluate(model, val_shard, config, model_config, device, rng)),
+                      **baselines}
+        model.train()
+        emit(progress_line(task.name, state.step, max(config.max_steps, 1), evaluation, split="eval"))
+        csv_log.write(state.step, state.epoch, "eval", evaluation)
+        return evaluation
+
     def report(final: bool) -> None:
         nonlocal window, window_start, window_samples
         step = state.step
         if config.max_steps == 0:  # evaluate-only: no training metrics, no checkpoint
-            evaluation = {}
-            if rank == 0:
-                model.eval()
-                rng = np.random.default_rng([config.seed, 7919])
-                evaluation = {**task.summarize(task.evaluate(model, val_shard, config, model_config, device, rng)),
-                              **baselines}
-                emit(progress_line(task.name, 0, 1, evaluation, split="eval"))
-                csv_log.write(0, 0, "eval", evaluation)
+            evaluation = evaluate() if rank == 0 else {}
             state.metrics = {"step": 0, **{f"eval_{k}": v for k, v in evaluation.items()}}
             ray.train.report(state.metrics)
             return
@@ -157,14 +161,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
             emit(progress_line(task.name, step, config.max_steps, train, lr, speed, eta))
             csv_log.write(step, state.epoch, "train", train, lr, speed)
             if eval_now:
-                model.eval()
-                rng = np.random.default_rng([config.seed, 7919])  # the same masks / points at every eval
-                evaluation = {**task.summarize(task.evaluate(model, val_shard, config, model_config, device, rng)),
-                              **baselines}
-                model.train()
-                emit(progress_line(task.name, step, config.max_steps, evaluation, split="eval"))
-                csv_log.write(step, state.epoch, "eval", evaluation)
-                metrics.update({f"eval_{k}": v for k, v in evaluation.items()})
+                metrics.update({f"eval_{k}": v for k, v in evaluate().items()})
         state.metrics = metrics
         if ckpt_now:
             tmp = Path(tempfile.mkdtemp(prefix="perceiver-ckpt-")) if rank == 0 else None

@@ -183,3 +183,15 @@ def test_bf16_autocast_close_to_fp32(name):
         assert torch.isfinite(a).all()
         err = (a.float() - b).norm() / b.norm()
         assert err < 2e-2, (name, err.item())
+
+
+def test_bf16_weights_without_autocast():
+    """A model cast to bf16 (inference without autocast): Fourier features are still built in fp32 and the big
+    single-head attentions computed in fp32; the outputs stay close to the fp32 model's."""
+    model = _model("optical-flow")
+    x = sample_inputs("optical-flow", model.config)["inputs"]
+    with torch.no_grad():
+        exact = model(x).logits
+        low = model.to(torch.bfloat16)(x.bfloat16()).logits
+    assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
+    assert (low.float() - exact).norm() / exact.norm() < 3e-2

@@ -165,3 +165,20 @@ def test_video_time_holdout_split_does_not_overlap():
     assert held["clip"].size >= 1 and train["clip"].size >= 1
     assert max(starts(train)) + 4 <= min(starts(held))  # training clips end before the held-out ones start
     assert all(b - a >= 4 for a, b in zip(starts(held), starts(held)[1:]))  # held-out clips do not overlap
+
+
+def test_bf16_autocast_and_gradient_checkpointing_step():
+    from perceiver_core import PerceiverForMaskedLM
+
+    model = PerceiverForMaskedLM(presets.config("language", tiny=True))
+    model.gradient_checkpointing_enable()
+    ids = windows_batch({"text": np.array(["bf16 " * 40], dtype=object)}, seq_len=64, packing="pack")["ids"]
+    task = get_task("mlm")
+    config = _config("mlm", precision="bf16", gradient_checkpointing=True)
+    batch = task.prepare_batch(task.collate({"ids": ids}), np.random.default_rng(0), config, model.config,
+                               train=True, device=torch.device("cpu"))
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out = task.forward(model.train(), batch, config)
+    out.loss.backward()
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -85,3 +85,9 @@ def test_multimodal_autoencoding(ray_session, tmp_path):
                  output_points=32, model_config={"num_frames": 4, "image_size": 16, "audio_samples_per_frame": 16})
     check(result, 3, ["psnr", "clip_mean_psnr", "audio_psnr"])
     assert load_pretrained(result.final_dir).config.output_shape == (1, 4, 16, 16)
+    # evaluate-only (--max-steps 0) on the time hold-out of the same video
+    evaluation = run(tmp_path, "multimodal-autoencoding", data=(clip,), holdout_fraction=0.3, clip_stride=2,
+                     init_from=str(result.final_dir), max_steps=0, name="eval-only")
+    rows = read_metrics_csv(evaluation.run_dir / "metrics.csv")
+    assert [r["split"] for r in rows] == ["eval"] and float(rows[0]["clip_mean_psnr"]) > 0
+    assert evaluation.metrics["eval_psnr"] == pytest.approx(float(rows[0]["psnr"]), rel=1e-4)

@@ -92,7 +92,8 @@ class MaskedLanguageModelling(Task):
         labels = batch["labels"]
         masked = labels != -100
         n = int(masked.sum())
-        correct = int((out.logits.argmax(-1)[masked] == labels[masked]).sum()) if n else 0
+        predicted = out.logits[:, :labels.shape[1]].argmax(-1)  # the model decodes max_position_embeddings rows
+        correct = int((predicted[masked] == labels[masked]).sum()) if n else 0
         return StepOutput(out.loss, {"nats_sum": float(out.loss.detach()) * n, "bytes": n, "correct": correct})
 
     def summarize(self, stats):

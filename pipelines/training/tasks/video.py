@@ -31,42 +31,50 @@ def clip_spec(model_config, stride: int | None = None, max_clips: int | None = N
                     clip_stride_frames=stride, max_clips=max_clips)
 
 
-def decode_batch(batch: dict[str, np.ndarray], spec: dict, holdout_fraction: float = 0.0,
-                 split: str = "all") -> dict[str, np.ndarray]:
-    """Video paths -> full clips: video (n, T, S, S, 3) uint8, audio (n, T*A) float32, label (n,) int64
-    (-1 = unlabelled), clip (n,) "<file>#<index>". Undecodable files are skipped with a message; padded tail
-    clips are dropped.
+def decode_clips_of(path: str, label: int, spec: dict, holdout_fraction: float = 0.0, split: str = "all"
+                    ) -> list[dict]:
+    """One video -> its full clips as rows: video (T, S, S, 3) uint8, audio (T*A,) float32, label int (-1 =
+    unlabelled), clip "<file>#<index>". An undecodable file gives no rows (and a message); padded tail clips are
+    dropped.
 
-    ``holdout_fraction`` > 0 splits every video in time at (1 - fraction) of its clipped length: ``split="train"``
-    keeps the clips that end before the boundary, ``split="holdout"`` the non-overlapping clips after it.
+    ``holdout_fraction`` > 0 splits the video in time at (1 - fraction) of its clipped length: ``split="train"``
+    keeps the clips that end before the boundary, ``split="holdout"`` non-overlapping clips after it.
     """
     clip_spec_ = ClipSpec(**spec)
-    t, s, stride = clip_spec_.num_frames, clip_spec_.height, clip_spec_.stride
-    out = {"video": [], "audio": [], "label": [], "clip": []}
-    for path, label in zip(batch["path"], batch["label"]):
-        try:
-            clips = [c for c in iter_clips(str(path), clip_spec_) if not c.partial]
-        except VideoDecodeError as exc:
-            print(f"skipping undecodable video {path}: {exc}")
-            continue
-        if holdout_fraction and split != "all" and clips:
-            boundary = int((1 - holdout_fraction) * ((len(clips) - 1) * stride + t))  # in output frames
-            if split == "train":
-                clips = [c for c in clips if c.clip_index * stride + t <= boundary]
-            else:
-                clips = [c for c in clips if c.clip_index * stride >= boundary
-                         and (c.clip_index * stride - boundary) % t < stride]
-        for clip in clips:
-            out["video"].append(clip.frames)
-            out["audio"].append(clip.audio.astype(np.float32))
-            out["label"].append(int(label))
-            out["clip"].append(f"{Path(str(path)).name}#{clip.clip_index}")
-    if not out["video"]:
-        return {"video": np.zeros((0, t, s, clip_spec_.width, 3), np.uint8),
-                "audio": np.zeros((0, clip_spec_.audio_samples_per_clip), np.float32),
-                "label": np.zeros(0, np.int64), "clip": np.zeros(0, dtype=object)}
-    return {"video": np.stack(out["video"]), "audio": np.stack(out["audio"]),
-            "label": np.array(out["label"], dtype=np.int64), "clip": np.array(out["clip"], dtype=object)}
+    t, stride = clip_spec_.num_frames, clip_spec_.stride
+    try:
+        clips = [c for c in iter_clips(str(path), clip_spec_) if not c.partial]
+    except VideoDecodeError as exc:
+        print(f"skipping undecodable video {path}: {exc}")
+        return []
+    if holdout_fraction and split != "all" and clips:
+        boundary = int((1 - holdout_fraction) * ((len(clips) - 1) * stride + t))  # in output frames
+        if split == "train":
+            clips = [c for c in clips if c.clip_index * stride + t <= boundary]
+        else:
+            clips = [c for c in clips if c.clip_index * stride >= boundary
+                     and (c.clip_index * stride - boundary) % t < stride]
+    return [{"video": c.frames, "audio": c.audio.astype(np.float32), "label": int(label),
+             "clip": f"{Path(str(path)).name}#{c.clip_index}"} for c in clips]
+
+
+def decode_row(row: dict, spec: dict, holdout_fraction: float = 0.0, split: str = "all") -> list[dict]:
+    """``flat_map`` form of ``decode_clips_of`` (a file may give no clips: no empty tensor batches)."""
+    return decode_clips_of(row["path"], row["label"], spec, holdout_fraction, split)
+
+
+def decode_batch(batch: dict[str, np.ndarray], spec: dict, holdout_fraction: float = 0.0,
+                 split: str = "all") -> dict[str, np.ndarray]:
+    """``decode_clips_of`` over a batch of (path, label) rows, stacked into arrays (n may be 0)."""
+    rows = [r for path, label in zip(batch["path"], batch["label"])
+            for r in decode_clips_of(path, label, spec, holdout_fraction, split)]
+    c = ClipSpec(**spec)
+    empty = {"video": np.zeros((0, c.num_frames, c.height, c.width, 3), np.uint8),
+             "audio": np.zeros((0, c.audio_samples_per_clip), np.float32)}
+    return {"video": np.stack([r["video"] for r in rows]) if rows else empty["video"],
+            "audio": np.stack([r["audio"] for r in rows]) if rows else empty["audio"],
+            "label": np.array([r["label"] for r in rows], dtype=np.int64),
+            "clip": np.array([r["clip"] for r in rows], dtype=object)}
 
 
 def video_rows(paths, label2id: dict[str, int]) -> list[dict]:
@@ -116,8 +124,7 @@ class MultimodalAutoencoding(Task):
             spec = clip_spec(model_config, stride, config.max_clips_per_video)
             kwargs = {"spec": {f: getattr(spec, f) for f in spec.__dataclass_fields__},
                       "holdout_fraction": config.holdout_fraction, "split": split}
-            return ray.data.from_items(video_rows(paths, vocab)).map_batches(
-                decode_batch, fn_kwargs=kwargs, batch_size=1, batch_format="numpy")
+            return ray.data.from_items(video_rows(paths, vocab)).flat_map(decode_row, fn_kwargs=kwargs)
 
         out = {}
         if config.data and config.max_steps:
