@@ -471,7 +471,13 @@ def targets(cases: list[Case], dev: Device) -> list[str]:
                     f"best fp32 GEMM rate ({p32:.0f})")
             if mkl and mkl < p32:
                 text += f", {100 * rate / mkl:.0f} % of torch.matmul's MKL rate ({mkl:.0f})"
-            add(rate >= 0.9 * p32, text + f"; transformers' FLOPs / our time: {work:.0f} GFLOP/s")
+            ok = rate >= 0.9 * p32
+            if not ok and mkl and rate >= 0.9 * mkl:
+                text += (" -- met against torch.matmul's rate (the issue's ~200 GFLOP/s peak), not against oneDNN's "
+                         "2048^3 GEMM; limit: 91-94 % of our time is already in GEMM / flash-attention kernels "
+                         "(torch.profiler), which reach less than the square-GEMM rate on these shapes (batch 1, "
+                         "512-2048 rows, head dims 32-128 in the flash kernel)")
+            add(ok, text + f"; transformers' FLOPs / our time: {work:.0f} GFLOP/s")
     if "optical-flow" in by:
         c = by["optical-flow"]
         mem = c.results["ours"]["mem"] / max(c.results["hf"]["mem"], 1)
@@ -518,7 +524,7 @@ def environment(dev: Device, args) -> str:
             f"{platform.python_version()}; best matmul rates seen: {dev.describe_peaks()}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser_() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--heads", default=",".join(HEADS), help=f"comma list of {', '.join(HEADS)}")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per implementation (light heads)")
@@ -534,6 +540,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip-chunk", type=int, default=16384, help="ours: output points per decode chunk")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the report to this file")
     parser.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # HEAD:LABEL, used by the script itself
+    return parser
+
+
+def main_options(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parsed and normalised options (also used by ``profile_core.py``)."""
+    parser = parser_()
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.heavy_repeats, args.flow_size = 1, 1, "184x248"
@@ -544,7 +556,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(heads) - set(HEADS)
     if unknown:
         parser.error(f"unknown heads {sorted(unknown)}; choose from {HEADS}")
+    args.head_list = heads
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = main_options(argv)
+    heads = args.head_list
     dev = Device(args.device)
     if args.probe:
         return probe(args.probe, dev, args)
