@@ -23,6 +23,14 @@ PACKINGS = ("pack", "crop")
 SYNTHETIC = "synthetic"  # --data value for the built-in optical-flow generator
 
 
+def _absolute(path: str) -> str:
+    """A local path made absolute (``~`` expanded); URIs (``s3://...``) and the word ``synthetic`` unchanged."""
+    path = str(path)
+    if path == SYNTHETIC or "://" in path:
+        return path
+    return str(Path(path).expanduser().absolute())
+
+
 @dataclass
 class TrainConfig:
     task: str
@@ -88,8 +96,11 @@ class TrainConfig:
     fail_mode: str = "raise"
 
     def __post_init__(self) -> None:
-        self.data = tuple(str(d) for d in self.data)
-        self.eval_data = tuple(str(d) for d in self.eval_data)
+        # Local paths are made absolute here, in the driver: Ray Train workers run in another working directory.
+        self.data = tuple(_absolute(d) for d in self.data)
+        self.eval_data = tuple(_absolute(d) for d in self.eval_data)
+        if self.init_from is not None:
+            self.init_from = _absolute(self.init_from)
         if self.flow_size is not None:
             self.flow_size = tuple(int(v) for v in self.flow_size)  # type: ignore[assignment]
         if self.task not in TASKS:

@@ -1,4 +1,5 @@
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,9 @@ def test_cli_maps_onto_the_config():
     config = parse("--task", "mlm", "--data", "a.txt", "b.jsonl", "--eval-data", "c.txt", "--tiny",
                    "--model-config", "d_latents=64", "train_size=[32,48]", "hidden_act=gelu", "--max-steps", "7",
                    "--precision", "bf16", "--num-workers", "2", "--name", "run", "--flow-size", "24", "32")
-    assert config.data == ("a.txt", "b.jsonl") and config.eval_data == ("c.txt",)
+    # relative paths are made absolute in the driver (Ray Train workers run in another directory)
+    assert config.data == (str(Path("a.txt").absolute()), str(Path("b.jsonl").absolute()))
+    assert config.eval_data == (str(Path("c.txt").absolute()),)
     assert config.model_config == {"d_latents": 64, "train_size": [32, 48], "hidden_act": "gelu"}
     assert (config.max_steps, config.precision, config.num_workers, config.flow_size) == (7, "bf16", 2, (24, 32))
     assert config.loss_weights == PAPER_LOSS_WEIGHTS and config.augment
@@ -43,6 +46,9 @@ def test_invalid_configs_are_refused(kwargs):
 
 def test_optical_flow_defaults_to_the_synthetic_generator():
     assert TrainConfig(task="optical-flow").synthetic_flow
+    assert TrainConfig(task="optical-flow", data=("synthetic",)).synthetic_flow
+    assert TrainConfig(task="mlm", data=("s3://bucket/x.txt",), init_from="~/m").data == ("s3://bucket/x.txt",)
+    assert TrainConfig(task="mlm", data=("x",), init_from="~/m").init_from == str(Path.home() / "m")
     assert not TrainConfig(task="optical-flow", data=("chairs/",)).synthetic_flow
 
 
