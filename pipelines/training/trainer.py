@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,9 @@ def init_ray(config: TrainConfig) -> None:
         return
     if config.address:
         ray.init(address=config.address)
+        problem = cluster_shortfall(config, ray.cluster_resources())
+        if problem:
+            print(f"WARNING: {problem}", file=sys.stderr, flush=True)
         return
     # Logical CPUs: the workers' share plus room for Ray Data's read/preprocess tasks (they would otherwise
     # wait for a CPU the training workers hold for the whole run).
@@ -64,6 +68,23 @@ def init_ray(config: TrainConfig) -> None:
     # address="local": always a fresh in-process cluster, never one someone else started on this machine
     ray.init(address="local", num_cpus=num_cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
              include_dashboard=False, log_to_driver=True)
+
+
+def cluster_shortfall(config: TrainConfig, resources: dict[str, float]) -> str | None:
+    """Why an attached cluster cannot run this training now (None when it can). Ray would wait silently: the
+    workers for CPUs or GPUs the cluster lacks, Ray Data's read tasks for a CPU the workers do not hold. An
+    autoscaling cluster may still add the nodes, so this is a warning, not an error."""
+    workers = max(config.num_workers, 1)
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if config.use_gpu and gpus < workers:
+        return (f"the cluster has {gpus:g} GPU(s) for {workers} GPU worker(s): training waits until the autoscaler "
+                f"adds GPU nodes")
+    needed = workers * config.cpus_per_worker if config.num_workers else 0
+    if cpus < needed + 1:
+        return (f"the cluster has {cpus:g} CPU(s); {workers} worker(s) x {config.cpus_per_worker} CPU(s) leave "
+                f"none for Ray Data's read and preprocessing tasks, so training waits until the autoscaler adds "
+                f"CPUs (lower --num-workers or --cpus-per-worker on a fixed cluster)")
+    return None
 
 
 def check_run_dir(config: TrainConfig) -> None:

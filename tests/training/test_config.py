@@ -67,3 +67,14 @@ def test_resolve_model_applies_overrides_and_task_settings():
     assert model_config.architectures == ["PerceiverForMultimodalAutoencoding"]
     with pytest.raises(ValueError, match="unknown model config"):
         resolve_model(TrainConfig(task="mlm", data=("x",), model_config={"nope": 1}), get_task("mlm"))
+
+
+def test_attached_cluster_shortfall_is_named():
+    from pipelines.training.trainer import cluster_shortfall
+
+    two = TrainConfig(task="mlm", data=("x",), num_workers=2)
+    assert cluster_shortfall(two, {"CPU": 3.0}) is None
+    assert "leave none for Ray Data" in cluster_shortfall(two, {"CPU": 2.0})
+    gpu = TrainConfig(task="mlm", data=("x",), num_workers=2, use_gpu=True)
+    assert "1 GPU(s) for 2 GPU worker(s)" in cluster_shortfall(gpu, {"CPU": 8.0, "GPU": 1.0})
+    assert cluster_shortfall(gpu, {"CPU": 8.0, "GPU": 2.0}) is None
