@@ -18,7 +18,6 @@ from _job_helpers import (
     check_output,
     check_rerun_adds_nothing,
     manifest_ids,
-    ray_for_module,
     run_cli,
     summary,
 )
@@ -29,11 +28,6 @@ from pipelines.flow_data import read_flo, write_flo
 H, W = 436, 1024
 GT_FLOW = (1.5, -0.5)
 UNKNOWN = (slice(0, 10), slice(0, 20))  # Middlebury's unknown marker (1.67e9): masked, never scored
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    yield from ray_for_module()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from _job_helpers import (
     check_output,
     check_rerun_adds_nothing,
     manifest_ids,
-    ray_for_module,
     run_cli,
     summary,
 )
@@ -24,11 +23,6 @@ from pipelines import schemas
 
 UNDECODABLE = {"broken.png": "unidentified", "broken_data_stream.png": "decode_failed",
                "truncated_image.png": "truncated", "truncated_jpeg.jpg": "truncated"}
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    yield from ray_for_module()
 
 
 @pytest.fixture(scope="module")

@@ -12,17 +12,11 @@ from _job_helpers import (
     check_output,
     check_rerun_adds_nothing,
     manifest_ids,
-    ray_for_module,
     run_cli,
     summary,
 )
 
 from pipelines import schemas
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    yield from ray_for_module()
 
 
 @pytest.fixture(scope="module")

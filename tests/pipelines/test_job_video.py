@@ -12,7 +12,7 @@ from _job_helpers import (
     check_output,
     check_rerun_adds_nothing,
     manifest_ids,
-    ray_for_module,
+    part_names,
     run_cli,
     summary,
 )
@@ -26,11 +26,6 @@ NO_AUDIO = {"torchcodec__av1_video.mkv", "torchcodec__h265_video.mp4"}
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    yield from ray_for_module()
-
-
-@pytest.fixture(scope="module")
 def video_run(ray_local, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("video")
     labels = tmp / "labels.csv"
@@ -40,7 +35,7 @@ def video_run(ray_local, tmp_path_factory):
             "--batch-size", "4", "--pictures", "--labels-file", labels, "--commit-interval", "0"]
     # A first run over part of the corpus stands in for a job killed half-way; the second run resumes it.
     assert run_cli(*args, "--limit", "5") == 0
-    first_parts = {p.name for p in out.glob("part-*.parquet")}
+    first_parts = part_names(out)
     first_rows = check_output(out, schemas.VIDEO, manifest_ids(out), "input_id").num_rows
     assert run_cli(*args) == 0
     return out, args, first_parts, first_rows
@@ -50,7 +45,7 @@ def test_every_video_accounted_once(video_run):
     out, _, first_parts, first_rows = video_run
     table = check_output(out, schemas.VIDEO, manifest_ids(out), "input_id")
     assert len(manifest_ids(out)) == 8  # 4 good + 4 broken files
-    assert first_parts < {p.name for p in out.glob("part-*.parquet")}  # the resume only added parts
+    assert first_parts < part_names(out)  # the resume only added parts
     assert table.num_rows > first_rows
     s = summary(out)
     assert s["run"]["processed_this_run"] == 3  # 8 files, 5 done by the first run
