@@ -6,6 +6,7 @@ counts against the run's own ``_manifest.parquet``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -21,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VIDEOS = ROOT / "tests" / "data" / "videos"
 SMALL_CLIPS = [VIDEOS / "torchcodec__h265_video.mp4", VIDEOS / "moviepy__big_buck_bunny_432_433.webm"]
 TINY_VIDEO = ["--model", "multimodal", "--random-init", "--tiny", "--no-progress"]
+CLUSTER_SCRIPT = Path(__file__).with_name("_cluster_script.py")
 PART_GLOB = "part-*.parquet"  # pipelines.sink.PART_RE: part-<run>-<seq>.parquet; temporaries start with "."
 
 
@@ -43,6 +46,25 @@ def start(cmd: list[str], log: Path) -> subprocess.Popen:
     fh = open(log, "ab")  # noqa: SIM115 - closed with the process
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     return subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+
+@contextlib.contextmanager
+def local_cluster(tmp_path: Path, *args: object) -> Iterator[tuple[str, Path]]:
+    """A local multi-node Ray cluster run by ``_cluster_script.py`` (``args``: its flags): yields (address,
+    control folder) once the head is up; on exit asks the script to stop and kills it if it does not."""
+    control = tmp_path / "control"
+    control.mkdir()
+    log = tmp_path / "cluster.log"
+    cluster = start([sys.executable, str(CLUSTER_SCRIPT), "--control", str(control), *map(str, args)], log)
+    try:
+        assert wait_until(lambda: (control / "address").exists(), 180, cluster), log_tail(log)
+        yield (control / "address").read_text(), control
+    finally:
+        (control / "stop").write_text("")
+        try:
+            cluster.wait(timeout=60)
+        except Exception:  # noqa: BLE001
+            kill_tree(cluster)
 
 
 def _ppids() -> dict[int, int]:
@@ -147,4 +169,12 @@ def check_exactly_once(out: Path, clips_per_source: dict[str, int] | None = None
     assert summary["counts"]["inputs"] == len(manifest)
     assert summary["counts"]["duplicate_ids"] == 0
     assert summary["counts"]["rows"] == len(rows)
+    return summary
+
+
+def check_made_clips(out: Path, n_inputs: int, clips_per_video: int) -> dict:
+    """``check_exactly_once`` for a ``make_clips`` corpus: every input succeeded, each with ``clips_per_video``
+    clips. Returns the summary."""
+    summary = check_exactly_once(out, {p.name: clips_per_video for p in SMALL_CLIPS})
+    assert summary["counts"]["inputs_ok"] == n_inputs
     return summary

@@ -5,26 +5,24 @@ finished blocks into the sink, must keep a bounded peak RSS (it never holds the 
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from _reliability_helpers import (
-    check_exactly_once,
+    check_made_clips,
     kill_tree,
+    local_cluster,
     log_tail,
     make_clips,
     start,
     video_cmd,
-    wait_until,
 )
 
 N_INPUTS = 40
 CLIPS = 2
 STORE_BYTES = 80 * 1024**2
 DRIVER_PEAK_LIMIT_MB = 2048  # measured ~1.0 GB for 8 or 40 inputs (torch + ray + the tiny model)
-SCRIPT = Path(__file__).with_name("_cluster_script.py")
 
 
 def _vm_hwm_mb(pid: int) -> float | None:
@@ -41,31 +39,19 @@ def _vm_hwm_mb(pid: int) -> float | None:
 def test_many_inputs_small_object_store(tmp_path):
     inp = make_clips(tmp_path / "in", N_INPUTS)
     out = tmp_path / "out"
-    control = tmp_path / "control"
-    control.mkdir()
-    cluster = start([sys.executable, str(SCRIPT), "--control", str(control), "--head-cpus", "2",
-                     "--object-store-memory", str(STORE_BYTES)], tmp_path / "cluster.log")
-    job = None
     peak = 0.0
-    try:
-        assert wait_until(lambda: (control / "address").exists(), 180, cluster), log_tail(tmp_path / "cluster.log")
-        job = start(video_cmd(inp, out, "--address", (control / "address").read_text(), "--num-workers", 2,
-                              "--clips-per-video", CLIPS, "--batch-size", 4), tmp_path / "job.log")
-        deadline = time.monotonic() + 540
-        while job.poll() is None and time.monotonic() < deadline:
-            peak = max(peak, _vm_hwm_mb(job.pid) or 0.0)  # high-water mark of the driver's RSS
-            time.sleep(0.2)
-        assert job.poll() == 0, log_tail(tmp_path / "job.log")
-    finally:
-        (control / "stop").write_text("")
-        if job is not None and job.poll() is None:
-            kill_tree(job)
+    with local_cluster(tmp_path, "--head-cpus", 2, "--object-store-memory", STORE_BYTES) as (address, _):
+        job = start(video_cmd(inp, out, "--address", address, "--num-workers", 2, "--clips-per-video", CLIPS,
+                              "--batch-size", 4), tmp_path / "job.log")
         try:
-            cluster.wait(timeout=60)
-        except Exception:  # noqa: BLE001
-            kill_tree(cluster)
-    summary = check_exactly_once(out, {"torchcodec__h265_video.mp4": CLIPS,
-                                       "moviepy__big_buck_bunny_432_433.webm": CLIPS})
-    assert summary["counts"]["inputs_ok"] == N_INPUTS
+            deadline = time.monotonic() + 540
+            while job.poll() is None and time.monotonic() < deadline:
+                peak = max(peak, _vm_hwm_mb(job.pid) or 0.0)  # high-water mark of the driver's RSS
+                time.sleep(0.2)
+            assert job.poll() == 0, log_tail(tmp_path / "job.log")
+        finally:
+            if job.poll() is None:
+                kill_tree(job)
+    check_made_clips(out, N_INPUTS, CLIPS)
     print(f"driver peak RSS {peak:.0f} MB")
     assert 0 < peak < DRIVER_PEAK_LIMIT_MB, peak
