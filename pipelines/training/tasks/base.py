@@ -102,16 +102,22 @@ class Task:
     def evaluate(self, model: nn.Module, dataset: Any, config: TrainConfig, model_config: PerceiverConfig,
                  device: torch.device, rng: np.random.Generator) -> dict[str, float]:
         """Metric sums over the held-out split (rank 0 only, model unwrapped, in eval mode)."""
-        stats: dict[str, float] = {}
+        stats = dict.fromkeys(self.eval_stat_keys, 0.0)
         batches = dataset.iter_torch_batches(batch_size=config.batch_size, collate_fn=TaskCollate(self))
         with torch.inference_mode():
             for i, batch in enumerate(batches):
                 if config.eval_batches is not None and i >= config.eval_batches:
                     break
                 batch = self.prepare_batch(batch, rng, config, model_config, train=False, device=device)
-                for k, v in self.forward(model, batch, config).stats.items():
+                for k, v in self.eval_stats(model, batch, config).items():
                     stats[k] = stats.get(k, 0.0) + v
         return stats
+
+    eval_stat_keys: tuple[str, ...] = ()  # sums that ``evaluate`` reports even when the held-out split is empty
+
+    def eval_stats(self, model: nn.Module, batch: dict[str, Any], config: TrainConfig) -> dict[str, float]:
+        """Metric sums of one held-out batch. Default: the training forward's sums."""
+        return self.forward(model, batch, config).stats
 
     def summarize(self, stats: dict[str, float]) -> dict[str, float]:
         raise NotImplementedError

@@ -19,7 +19,7 @@ from pipelines.video_decode import ClipSpec, VideoDecodeError, iter_clips
 
 from .. import data
 from ..metrics import psnr
-from .base import StepOutput, Task, TaskCollate, as_tensor, model_device
+from .base import StepOutput, Task, as_tensor, model_device
 
 LABELS_CSV = "labels.csv"  # optional, beside the videos: file,<label column> (a class name or id)
 
@@ -178,19 +178,12 @@ class MultimodalAutoencoding(Task):
         stats["labelled"] = float(labelled.sum()) if "label" in targets else 0.0
         return StepOutput(out.loss, stats)
 
-    def evaluate(self, model, dataset, config, model_config, device, rng):
-        """Full reconstruction of every held-out clip (label input masked): PSNR vs the clip-mean baseline."""
-        stats = {k: 0.0 for k in ("clips", "psnr_sum", "clip_mean_psnr_sum", "audio_psnr_sum",
-                                  "audio_mean_psnr_sum", "labelled", "label_correct")}
-        batches = dataset.iter_torch_batches(batch_size=config.batch_size, collate_fn=TaskCollate(self))
-        with torch.inference_mode():
-            for i, batch in enumerate(batches):
-                if config.eval_batches is not None and i >= config.eval_batches:
-                    break
-                batch = self.prepare_batch(batch, rng, config, model_config, train=False, device=device)
-                for k, v in reconstruction_stats(model, batch).items():
-                    stats[k] += v
-        return stats
+    eval_stat_keys = ("clips", "psnr_sum", "clip_mean_psnr_sum", "audio_psnr_sum", "audio_mean_psnr_sum",
+                      "labelled", "label_correct")
+
+    def eval_stats(self, model, batch, config):
+        """Full reconstruction of a held-out clip batch (label input masked): PSNR vs the clip-mean baseline."""
+        return reconstruction_stats(model, batch)
 
     def summarize(self, stats):
         out = {}
