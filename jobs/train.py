@@ -16,6 +16,7 @@ import sys
 
 from pipelines.training.config import DEFAULT_PRESETS, FAIL_MODES, PACKINGS, PRECISIONS, TASKS, TrainConfig
 from pipelines.training.models import parse_overrides
+from pipelines.training.init_schemes import INIT_SCHEMES
 
 
 def _loss_weights(items: list[str]) -> dict[str, float]:
@@ -47,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="PerceiverConfig overrides, JSON values (e.g. d_latents=64 'train_size=[32,48]')")
     g.add_argument("--init-from", metavar="DIR", help="start from this checkpoint (e.g. an MLM run's final/)")
     g.add_argument("--gradient-checkpointing", action="store_true", help="activation checkpointing")
+    g.add_argument("--init-scheme", choices=INIT_SCHEMES,
+                   help="fresh models: transformers' std 0.02 or DeepMind's variance scaling (default per task: "
+                        "variance-scaling for optical-flow, transformers otherwise)")
 
     g = parser.add_argument_group("optimisation")
     for name, typ, help_ in (("max_steps", int, "optimizer steps"), ("batch_size", int, "per worker"),
@@ -69,6 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--flow-output-points", type=int, help="flow: decode this many sampled pixels per pair")
     g.add_argument("--flow-eval-scale", type=float, default=default("flow_eval_scale"),
                    help="flow: downscale full-size eval pairs by this factor before tiling")
+    g.add_argument("--flow-input-gain", type=float, default=default("flow_input_gain"),
+                   help="flow, fresh models: multiply the patch projection's initial weights by this")
     g.add_argument("--clip-stride", type=int, help="video: frames between training clip starts")
     g.add_argument("--max-clips-per-video", type=int)
     g.add_argument("--holdout-fraction", type=float, default=default("holdout_fraction"),
@@ -110,13 +116,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         task=args.task, data=tuple(args.data), eval_data=tuple(args.eval_data), text_column=args.text_column,
         label_column=args.label_column, label_names=args.label_names, cache_data=args.cache_data,
         preset=args.preset, tiny=args.tiny, model_config=parse_overrides(args.model_config),
-        init_from=args.init_from, gradient_checkpointing=args.gradient_checkpointing, max_steps=args.max_steps,
+        init_from=args.init_from, gradient_checkpointing=args.gradient_checkpointing, init_scheme=args.init_scheme, max_steps=args.max_steps,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         min_lr_ratio=args.min_lr_ratio, grad_clip=args.grad_clip, precision=args.precision, seed=args.seed,
         seq_len=args.seq_len, packing=args.packing, mask_prob=args.mask_prob, mean_span=args.mean_span,
         image_size=args.image_size, flow_size=tuple(args.flow_size) if args.flow_size else None,
         synthetic_pairs=args.synthetic_pairs, flow_max_motion=args.flow_max_motion,
-        flow_output_points=args.flow_output_points, flow_eval_scale=args.flow_eval_scale,
+        flow_output_points=args.flow_output_points, flow_eval_scale=args.flow_eval_scale, flow_input_gain=args.flow_input_gain,
         clip_stride=args.clip_stride, max_clips_per_video=args.max_clips_per_video,
         holdout_fraction=args.holdout_fraction,
         output_points=args.output_points, audio_output_points=args.audio_output_points, loss_weights=weights,

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .init_schemes import INIT_SCHEMES
+
 TASKS = ("mlm", "text-classification", "image-classification", "optical-flow", "multimodal-autoencoding")
 DEFAULT_PRESETS = {"mlm": "language", "text-classification": "language", "image-classification": "vision-fourier",
                    "optical-flow": "optical-flow", "multimodal-autoencoding": "multimodal"}
@@ -47,6 +49,7 @@ class TrainConfig:
     model_config: dict[str, Any] = field(default_factory=dict)  # PerceiverConfig overrides
     init_from: str | None = None  # checkpoint directory to start from (fine-tuning)
     gradient_checkpointing: bool = False
+    init_scheme: str | None = None  # fresh models: "transformers" or "variance-scaling"; None = the task's default
     # ---------------------------------------------------------------- optimisation
     max_steps: int = 1000  # 0 = only evaluate the --init-from model
     batch_size: int = 16  # per worker
@@ -68,6 +71,7 @@ class TrainConfig:
     flow_max_motion: float = 3.0  # optical-flow: largest synthetic translation, px
     flow_output_points: int | None = None  # optical-flow: decode only this many sampled pixels per pair in training
     flow_eval_scale: float = 1.0  # optical-flow: downscale real eval pairs by this before tiling
+    flow_input_gain: float = 10.0  # optical-flow, fresh models: the patch projection's initial weights x this
     clip_stride: int | None = None  # multimodal: frames between training clip starts (default: clip length)
     max_clips_per_video: int | None = None
     holdout_fraction: float = 0.0  # multimodal: the last fraction (in time) of every training video is held out
@@ -105,6 +109,8 @@ class TrainConfig:
             self.flow_size = tuple(int(v) for v in self.flow_size)  # type: ignore[assignment]
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
+        if self.init_scheme is not None and self.init_scheme not in INIT_SCHEMES:
+            raise ValueError(f"init_scheme must be one of {INIT_SCHEMES}, got {self.init_scheme!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.fail_mode not in FAIL_MODES:

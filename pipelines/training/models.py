@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -46,15 +47,19 @@ def resolve_model(config: TrainConfig, task: Task) -> tuple[type, PerceiverConfi
     return head, model_config
 
 
-def build_model(config: TrainConfig, head: type, model_config: PerceiverConfig) -> torch.nn.Module:
-    """A fresh model (seeded) or one initialised from ``init_from`` (non-strict across heads: e.g. a sequence
-    classifier keeps an MLM checkpoint's encoder and starts its decoder fresh)."""
+def build_model(config: TrainConfig, head: type, model_config: PerceiverConfig,
+                init_fresh: Callable[[torch.nn.Module], Any] | None = None) -> torch.nn.Module:
+    """A fresh model (seeded; ``init_fresh`` re-initialises it, e.g. ``Task.init_fresh_model``) or one
+    initialised from ``init_from`` (non-strict across heads: e.g. a sequence classifier keeps an MLM
+    checkpoint's encoder and starts its decoder fresh)."""
     torch.manual_seed(config.seed)
     if config.init_from:
         saved_as = (PerceiverConfig.from_pretrained(config.init_from).architectures or [""])[0]
         model = head.from_pretrained(config.init_from, config=model_config, strict=saved_as == head.__name__)
     else:
         model = head(model_config)
+        if init_fresh is not None:
+            init_fresh(model)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model.train()

@@ -18,6 +18,7 @@ from torch import nn
 from perceiver_core import PerceiverConfig, presets
 
 from ..config import TrainConfig
+from ..init_schemes import apply_init
 
 
 def as_tensor(array: np.ndarray) -> torch.Tensor:
@@ -121,6 +122,12 @@ class Task:
 
     def summarize(self, stats: dict[str, float]) -> dict[str, float]:
         raise NotImplementedError
+
+    default_init_scheme: str = "transformers"
+
+    def init_fresh_model(self, model: nn.Module, config: TrainConfig) -> nn.Module:
+        """Re-initialise a model trained from scratch (not ``--init-from`` or resumed runs)."""
+        return apply_init(model, config.init_scheme or self.default_init_scheme)
 
     def param_lr_multipliers(self, model_config: PerceiverConfig) -> dict[str, float]:
         """Parameter-name prefixes whose learning rate is scaled (e.g. a rescaled output layer)."""
