@@ -15,8 +15,8 @@ import json
 import sys
 
 from pipelines.training.config import DEFAULT_PRESETS, FAIL_MODES, PACKINGS, PRECISIONS, TASKS, TrainConfig
-from pipelines.training.models import parse_overrides
 from pipelines.training.init_schemes import INIT_SCHEMES
+from pipelines.training.models import parse_overrides
 
 
 def _loss_weights(items: list[str]) -> dict[str, float]:
@@ -116,13 +116,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         task=args.task, data=tuple(args.data), eval_data=tuple(args.eval_data), text_column=args.text_column,
         label_column=args.label_column, label_names=args.label_names, cache_data=args.cache_data,
         preset=args.preset, tiny=args.tiny, model_config=parse_overrides(args.model_config),
-        init_from=args.init_from, gradient_checkpointing=args.gradient_checkpointing, init_scheme=args.init_scheme, max_steps=args.max_steps,
+        init_from=args.init_from, gradient_checkpointing=args.gradient_checkpointing, init_scheme=args.init_scheme,
+        max_steps=args.max_steps,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         min_lr_ratio=args.min_lr_ratio, grad_clip=args.grad_clip, precision=args.precision, seed=args.seed,
         seq_len=args.seq_len, packing=args.packing, mask_prob=args.mask_prob, mean_span=args.mean_span,
         image_size=args.image_size, flow_size=tuple(args.flow_size) if args.flow_size else None,
         synthetic_pairs=args.synthetic_pairs, flow_max_motion=args.flow_max_motion,
-        flow_output_points=args.flow_output_points, flow_eval_scale=args.flow_eval_scale, flow_input_gain=args.flow_input_gain,
+        flow_output_points=args.flow_output_points, flow_eval_scale=args.flow_eval_scale,
+        flow_input_gain=args.flow_input_gain,
         clip_stride=args.clip_stride, max_clips_per_video=args.max_clips_per_video,
         holdout_fraction=args.holdout_fraction,
         output_points=args.output_points, audio_output_points=args.audio_output_points, loss_weights=weights,

@@ -103,7 +103,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         if rank == 0:
             emit(f"[{task.name}] resumed from {Path(str(d)).name} at step {state.step}")
     else:
-        model = build_model(config, head, model_config, lambda m: task.init_fresh_model(m, config)).to(device)
+        model = build_model(config, head, model_config, task).to(device)
         optimizer, state = new_optimizer(model), TrainerState()
         scheduler = new_scheduler(optimizer)
     state.attempt += 1

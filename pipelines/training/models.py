@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -48,8 +47,8 @@ def resolve_model(config: TrainConfig, task: Task) -> tuple[type, PerceiverConfi
 
 
 def build_model(config: TrainConfig, head: type, model_config: PerceiverConfig,
-                init_fresh: Callable[[torch.nn.Module], Any] | None = None) -> torch.nn.Module:
-    """A fresh model (seeded; ``init_fresh`` re-initialises it, e.g. ``Task.init_fresh_model``) or one
+                task: Task | None = None) -> torch.nn.Module:
+    """A fresh model (seeded; re-initialised by ``task.init_fresh_model`` when a task is given) or one
     initialised from ``init_from`` (non-strict across heads: e.g. a sequence classifier keeps an MLM
     checkpoint's encoder and starts its decoder fresh)."""
     torch.manual_seed(config.seed)
@@ -58,8 +57,8 @@ def build_model(config: TrainConfig, head: type, model_config: PerceiverConfig,
         model = head.from_pretrained(config.init_from, config=model_config, strict=saved_as == head.__name__)
     else:
         model = head(model_config)
-        if init_fresh is not None:
-            init_fresh(model)
+        if task is not None:
+            task.init_fresh_model(model, config)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model.train()

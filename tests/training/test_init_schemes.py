@@ -42,7 +42,7 @@ def test_optical_flow_fresh_models_get_the_flow_recipe_and_checkpoints_are_not_r
     config = TrainConfig(task="optical-flow", tiny=True, model_config={"train_size": [16, 16]})
     task = get_task("optical-flow")
     head, model_config = resolve_model(config, task)
-    model = build_model(config, head, model_config, lambda m: task.init_fresh_model(m, config))
+    model = build_model(config, head, model_config, task)
     proj = model.perceiver.input_preprocessor.patch_projection.weight
     # variance scaling (std 1/sqrt(54), truncated) times the input gain 10
     assert float(proj.std()) == pytest.approx(10 * 0.88 / 54 ** 0.5, rel=0.15)
@@ -51,10 +51,10 @@ def test_optical_flow_fresh_models_get_the_flow_recipe_and_checkpoints_are_not_r
 
     plain = TrainConfig(task="optical-flow", tiny=True, model_config={"train_size": [16, 16]},
                         init_scheme="transformers", flow_input_gain=1.0)
-    model2 = build_model(plain, head, model_config, lambda m: task.init_fresh_model(m, plain))
+    model2 = build_model(plain, head, model_config, task)
     assert float(model2.perceiver.input_preprocessor.patch_projection.weight.std()) == pytest.approx(0.02, rel=0.2)
 
     model.save_pretrained(tmp_path)
     tuned = TrainConfig(task="optical-flow", init_from=str(tmp_path))
-    loaded = build_model(tuned, head, model_config, lambda m: task.init_fresh_model(m, tuned))
+    loaded = build_model(tuned, head, model_config, task)
     assert torch.equal(loaded.perceiver.input_preprocessor.patch_projection.weight, proj)

@@ -65,6 +65,7 @@ class Task:
 
     name: str = ""
     find_unused_parameters: bool = False  # DDP: some parameters may get no gradient (e.g. an unused head)
+    default_init_scheme: str = "transformers"  # for models trained from scratch (``init_schemes``)
 
     # ------------------------------------------------------------- driver side
     def head_class(self, config: TrainConfig, model_config: PerceiverConfig) -> type:
@@ -122,8 +123,6 @@ class Task:
 
     def summarize(self, stats: dict[str, float]) -> dict[str, float]:
         raise NotImplementedError
-
-    default_init_scheme: str = "transformers"
 
     def init_fresh_model(self, model: nn.Module, config: TrainConfig) -> nn.Module:
         """Re-initialise a model trained from scratch (not ``--init-from`` or resumed runs)."""
