@@ -75,6 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="flow: downscale full-size eval pairs by this factor before tiling")
     g.add_argument("--flow-input-gain", type=float, default=default("flow_input_gain"),
                    help="flow, fresh models: multiply the patch projection's initial weights by this")
+    g.add_argument("--flow-difference-units", type=int, default=default("flow_difference_units"),
+                   help="flow, fresh models: start this many patch-projection units as frame2 - frame1 filters")
+    g.add_argument("--flow-difference-gain", type=float, default=default("flow_difference_gain"),
+                   help="flow, fresh models: extra initial gain of the frame-difference units")
     g.add_argument("--clip-stride", type=int, help="video: frames between training clip starts")
     g.add_argument("--max-clips-per-video", type=int)
     g.add_argument("--holdout-fraction", type=float, default=default("holdout_fraction"),
@@ -124,7 +128,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         image_size=args.image_size, flow_size=tuple(args.flow_size) if args.flow_size else None,
         synthetic_pairs=args.synthetic_pairs, flow_max_motion=args.flow_max_motion,
         flow_output_points=args.flow_output_points, flow_eval_scale=args.flow_eval_scale,
-        flow_input_gain=args.flow_input_gain,
+        flow_input_gain=args.flow_input_gain, flow_difference_units=args.flow_difference_units,
+        flow_difference_gain=args.flow_difference_gain,
         clip_stride=args.clip_stride, max_clips_per_video=args.max_clips_per_video,
         holdout_fraction=args.holdout_fraction,
         output_points=args.output_points, audio_output_points=args.audio_output_points, loss_weights=weights,

@@ -72,6 +72,8 @@ class TrainConfig:
     flow_output_points: int | None = None  # optical-flow: decode only this many sampled pixels per pair in training
     flow_eval_scale: float = 1.0  # optical-flow: downscale real eval pairs by this before tiling
     flow_input_gain: float = 10.0  # optical-flow, fresh models: the patch projection's initial weights x this
+    flow_difference_units: int = 32  # optical-flow, fresh models: projection units started as frame2 - frame1 filters
+    flow_difference_gain: float = 3.0  # ... and those units' initial weights x this (on top of flow_input_gain)
     clip_stride: int | None = None  # multimodal: frames between training clip starts (default: clip length)
     max_clips_per_video: int | None = None
     holdout_fraction: float = 0.0  # multimodal: the last fraction (in time) of every training video is held out
@@ -111,6 +113,8 @@ class TrainConfig:
             raise ValueError(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
         if self.init_scheme is not None and self.init_scheme not in INIT_SCHEMES:
             raise ValueError(f"init_scheme must be one of {INIT_SCHEMES}, got {self.init_scheme!r}")
+        if self.flow_difference_units < 0:
+            raise ValueError(f"flow_difference_units must be >= 0, got {self.flow_difference_units}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.fail_mode not in FAIL_MODES:

@@ -19,13 +19,15 @@ def test_cli_maps_onto_the_config():
     config = parse("--task", "mlm", "--data", "a.txt", "b.jsonl", "--eval-data", "c.txt", "--tiny",
                    "--model-config", "d_latents=64", "train_size=[32,48]", "hidden_act=gelu", "--max-steps", "7",
                    "--precision", "bf16", "--num-workers", "2", "--name", "run", "--flow-size", "24", "32",
-                   "--init-scheme", "variance-scaling", "--flow-input-gain", "3")
+                   "--init-scheme", "variance-scaling", "--flow-input-gain", "3",
+                   "--flow-difference-units", "8", "--flow-difference-gain", "2")
     # relative paths are made absolute in the driver (Ray Train workers run in another directory)
     assert config.data == (str(Path("a.txt").absolute()), str(Path("b.jsonl").absolute()))
     assert config.eval_data == (str(Path("c.txt").absolute()),)
     assert config.model_config == {"d_latents": 64, "train_size": [32, 48], "hidden_act": "gelu"}
     assert (config.max_steps, config.precision, config.num_workers, config.flow_size) == (7, "bf16", 2, (24, 32))
     assert (config.init_scheme, config.flow_input_gain) == ("variance-scaling", 3.0)
+    assert (config.flow_difference_units, config.flow_difference_gain) == (8, 2.0)
     assert config.loss_weights == PAPER_LOSS_WEIGHTS and config.augment
     assert parse("--task", "multimodal-autoencoding", "--data", "v", "--loss-weights", "image=1",
                  "--no-augment").loss_weights == {**PAPER_LOSS_WEIGHTS, "image": 1.0}
@@ -41,6 +43,7 @@ def test_cli_maps_onto_the_config():
     {"task": "mlm", "data": ("x",), "loss_weights": {"depth": 1.0}},
     {"task": "mlm", "data": ("x",), "keep_checkpoints": 0},
     {"task": "mlm", "data": ("x",), "init_scheme": "xavier"},
+    {"task": "optical-flow", "flow_difference_units": -1},
 ])
 def test_invalid_configs_are_refused(kwargs):
     with pytest.raises(ValueError):

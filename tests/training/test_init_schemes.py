@@ -44,13 +44,16 @@ def test_optical_flow_fresh_models_get_the_flow_recipe_and_checkpoints_are_not_r
     head, model_config = resolve_model(config, task)
     model = build_model(config, head, model_config, task)
     proj = model.perceiver.input_preprocessor.patch_projection.weight
-    # variance scaling (std 1/sqrt(54), truncated) times the input gain 10
-    assert float(proj.std()) == pytest.approx(10 * 0.88 / 54 ** 0.5, rel=0.15)
+    # variance scaling (std 1/sqrt(54), truncated) times the input gain 10 ...
+    assert float(proj[32:].std()) == pytest.approx(10 * 0.88 / 54 ** 0.5, rel=0.15)
+    # ... and the first 32 units are frame2 - frame1 filters, 3x larger
+    assert torch.equal(proj[:32, :27], -proj[:32, 27:])
+    assert float(proj[:32].std()) == pytest.approx(30 * 0.88 / 54 ** 0.5, rel=0.15)
     to_k = model.perceiver.decoder.decoder.cross_attn.attn.to_k
     assert float(to_k.weight.std()) == pytest.approx(0.88 * to_k.in_features ** -0.5, rel=0.15)
 
     plain = TrainConfig(task="optical-flow", tiny=True, model_config={"train_size": [16, 16]},
-                        init_scheme="transformers", flow_input_gain=1.0)
+                        init_scheme="transformers", flow_input_gain=1.0, flow_difference_units=0)
     model2 = build_model(plain, head, model_config, task)
     assert float(model2.perceiver.input_preprocessor.patch_projection.weight.std()) == pytest.approx(0.02, rel=0.2)
 
@@ -58,3 +61,24 @@ def test_optical_flow_fresh_models_get_the_flow_recipe_and_checkpoints_are_not_r
     tuned = TrainConfig(task="optical-flow", init_from=str(tmp_path))
     loaded = build_model(tuned, head, model_config, task)
     assert torch.equal(loaded.perceiver.input_preprocessor.patch_projection.weight, proj)
+
+
+@torch.no_grad()
+def test_difference_units_see_only_what_moved():
+    from pipelines.flow_tiling import flow_model_inputs
+    from pipelines.training.tasks.flow import difference_filters_
+
+    model = _flow_model()
+    proj = model.perceiver.input_preprocessor.patch_projection
+    proj.bias.zero_()
+    difference_filters_(proj.weight, 16, 2.0)
+    g = torch.Generator().manual_seed(0)
+    frame = torch.rand(1, 3, 16, 16, generator=g) * 255
+    static = model.perceiver.input_preprocessor(flow_model_inputs(frame, frame)).inputs
+    moved = model.perceiver.input_preprocessor(flow_model_inputs(frame, frame.roll(1, dims=-1))).inputs
+    assert float(static[..., :16].abs().max()) < 1e-5  # no response to a static pair
+    image_response = float(static[..., 16:64].abs().mean())  # the other units see the image itself
+    assert image_response > 0.01
+    assert float(moved[..., :16].abs().mean()) > 0.5 * image_response
+    with pytest.raises(ValueError, match="difference units"):
+        difference_filters_(proj.weight, 65, 1.0)

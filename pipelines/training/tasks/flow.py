@@ -113,14 +113,17 @@ class OpticalFlow(Task):
         return names
 
     # Trained from scratch with transformers' init (std 0.02) the model never left zero flow (README, Training).
-    # Two changes make it learn: DeepMind's variance-scaling init, and a patch projection whose 64 image channels
-    # start ~10x larger, so that they, not the 258 Fourier position channels, dominate the input LayerNorm.
+    # What makes it learn: DeepMind's variance-scaling init; a patch projection whose 64 image channels start
+    # ~10x larger, so that they, not the 258 Fourier position channels, dominate the input LayerNorm; and
+    # frame-difference units in that projection (see ``difference_filters_``).
     default_init_scheme = "variance-scaling"
 
     def init_fresh_model(self, model, config):
         super().init_fresh_model(model, config)
         with torch.no_grad():
-            model.perceiver.input_preprocessor.patch_projection.weight.mul_(config.flow_input_gain)
+            weight = model.perceiver.input_preprocessor.patch_projection.weight
+            weight.mul_(config.flow_input_gain)
+            difference_filters_(weight, config.flow_difference_units, config.flow_difference_gain)
         return model
 
     def param_lr_multipliers(self, model_config):
@@ -202,6 +205,25 @@ class OpticalFlow(Task):
         h, w = model_config.train_size
         g = torch.Generator().manual_seed(0)
         return model(inputs=torch.randn(1, 2, 27, h, w, generator=g).to(model_device(model))).logits
+
+
+@torch.no_grad()
+def difference_filters_(weight: torch.Tensor, units: int, gain: float) -> torch.Tensor:
+    """Make the first ``units`` rows of the flow patch projection (out, 54) temporal-difference filters.
+
+    Inputs are (frame-1 patch, frame-2 patch), 27 features each; row r becomes (-w_r, w_r) * gain with w_r its
+    current frame-2 half, so the unit responds to frame2 - frame1 only (zero on a static pair). Flow is, to first
+    order, the temporal difference divided by the spatial gradient, a product the attention's softmax can form
+    from these units and the others; with random filters the difference is a small part of every unit and the
+    model sat at zero flow several times longer (README, "Does it learn?").
+    """
+    out_features, in_features = weight.shape
+    if units > out_features or in_features % 2:
+        raise ValueError(f"cannot make {units} difference units in a ({out_features}, {in_features}) projection")
+    half = in_features // 2
+    weight[:units, :half] = -weight[:units, half:]
+    weight[:units] *= gain
+    return weight
 
 
 def predict_full_frame(pair: dict[str, np.ndarray], predict, tile: tuple[int, int], scale: float) -> np.ndarray:
