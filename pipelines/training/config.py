@@ -107,6 +107,9 @@ class TrainConfig:
         self.eval_data = tuple(_absolute(d) for d in self.eval_data)
         if self.init_from is not None:
             self.init_from = _absolute(self.init_from)
+        self.output_dir = _absolute(self.output_dir)  # metrics.csv and final/ are written by the workers
+        if self.export_dir is not None:
+            self.export_dir = _absolute(self.export_dir)
         if self.flow_size is not None:
             self.flow_size = tuple(int(v) for v in self.flow_size)  # type: ignore[assignment]
         if self.task not in TASKS:

@@ -58,6 +58,12 @@ def test_optical_flow_defaults_to_the_synthetic_generator():
     assert not TrainConfig(task="optical-flow", data=("chairs/",)).synthetic_flow
 
 
+def test_output_paths_are_absolute():
+    # workers run in another directory: the run directory (metrics.csv, final/) must not be relative
+    relative = TrainConfig(task="optical-flow", output_dir="runs", name="r", export_dir="out")
+    assert relative.output_dir == str(Path("runs").absolute()) and relative.export_dir == str(Path("out").absolute())
+
+
 def test_parse_overrides():
     assert parse_overrides(["a=1", "b=[1, 2]", "c=x y", "d=null"]) == {"a": 1, "b": [1, 2], "c": "x y", "d": None}
     with pytest.raises(ValueError):
