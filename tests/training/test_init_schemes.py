@@ -4,10 +4,12 @@ import pytest
 import torch
 
 from perceiver_core import PerceiverForOpticalFlow, presets
+from pipelines.flow_tiling import flow_model_inputs
 from pipelines.training.config import TrainConfig
 from pipelines.training.init_schemes import apply_init, variance_scaling_
 from pipelines.training.models import build_model, resolve_model
 from pipelines.training.tasks import get_task
+from pipelines.training.tasks.flow import difference_filters_
 
 
 def _flow_model(seed=0):
@@ -65,9 +67,6 @@ def test_optical_flow_fresh_models_get_the_flow_recipe_and_checkpoints_are_not_r
 
 @torch.no_grad()
 def test_difference_units_see_only_what_moved():
-    from pipelines.flow_tiling import flow_model_inputs
-    from pipelines.training.tasks.flow import difference_filters_
-
     model = _flow_model()
     proj = model.perceiver.input_preprocessor.patch_projection
     proj.bias.zero_()
