@@ -7,6 +7,7 @@ from .heads import (HEADS, PerceiverForImageClassificationConvProcessing, Percei
                     PerceiverForOpticalFlow, PerceiverForSequenceClassification)
 from .image_processor import PerceiverImageProcessor
 from .model import PerceiverModel, PerceiverPreTrainedModel
+from .size_check import CheckpointSizeError
 from .tokenizer import PerceiverTokenizer
 
 
@@ -20,7 +21,7 @@ def load_pretrained(directory) -> PerceiverPreTrainedModel:
 
 
 __all__ = [
-    "CheckpointMismatchError", "PerceiverConfig", "PerceiverTokenizer", "PerceiverImageProcessor",
+    "CheckpointMismatchError", "CheckpointSizeError", "PerceiverConfig", "PerceiverTokenizer", "PerceiverImageProcessor",
     "PerceiverModel", "PerceiverPreTrainedModel", "PerceiverForMaskedLM", "PerceiverForSequenceClassification",
     "PerceiverForImageClassificationLearned", "PerceiverForImageClassificationFourier",
     "PerceiverForImageClassificationConvProcessing", "PerceiverForOpticalFlow",

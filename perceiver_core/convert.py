@@ -8,6 +8,7 @@ map over our model's keys and checks shapes, naming every missing, unexpected an
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -121,22 +122,29 @@ class ConversionReport:
         return "\n".join(lines) or "checkpoint matches the model"
 
 
-def from_transformers(state: dict[str, torch.Tensor], model_shapes: dict[str, torch.Size],
-                      architecture: str) -> tuple[dict[str, torch.Tensor], ConversionReport]:
-    """transformers-named ``state`` -> our names for a model with ``model_shapes`` (our key -> shape)."""
+def match_shapes(checkpoint_shapes: Mapping[str, Sequence[int]], model_shapes: Mapping[str, Sequence[int]],
+                 architecture: str) -> tuple[dict[str, str], ConversionReport]:
+    """Compare shapes only (a safetensors header suffices); returns transformers key -> our key for the fits."""
     ours_by_hf = {to_transformers_key(k, architecture): k for k in model_shapes}
-    converted, report = {}, ConversionReport()
-    for hf_key, tensor in state.items():
+    fits, report = {}, ConversionReport()
+    for hf_key, shape in checkpoint_shapes.items():
         ours = ours_by_hf.get(hf_key)
         if ours is None:
             report.unexpected.append(hf_key)
             continue
-        if tuple(tensor.shape) != tuple(model_shapes[ours]):
-            report.mismatched.append((hf_key, tuple(tensor.shape), tuple(model_shapes[ours])))
+        if tuple(shape) != tuple(model_shapes[ours]):
+            report.mismatched.append((hf_key, tuple(shape), tuple(model_shapes[ours])))
             continue
-        converted[ours] = tensor
-    report.missing = [hf for hf, ours in ours_by_hf.items() if hf not in state]
-    return converted, report
+        fits[hf_key] = ours
+    report.missing = [hf for hf in ours_by_hf if hf not in checkpoint_shapes]
+    return fits, report
+
+
+def from_transformers(state: dict[str, torch.Tensor], model_shapes: dict[str, torch.Size],
+                      architecture: str) -> tuple[dict[str, torch.Tensor], ConversionReport]:
+    """transformers-named ``state`` -> our names for a model with ``model_shapes`` (our key -> shape)."""
+    fits, report = match_shapes({k: v.shape for k, v in state.items()}, model_shapes, architecture)
+    return {ours: state[hf] for hf, ours in fits.items()}, report
 
 
 def to_transformers(state: dict[str, torch.Tensor], architecture: str) -> dict[str, torch.Tensor]:
