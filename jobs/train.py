@@ -4,16 +4,21 @@
     perceiver-jobs train --task text-classification --data train.txt --eval-data dev.txt --init-from runs/mlm/final
     perceiver-jobs train --task optical-flow --eval-data flow/middlebury     # synthetic training pairs
     perceiver-jobs train --task multimodal-autoencoding --data clips/ --eval-data heldout_clips/
+    perceiver-jobs train --task mlm --data 's3://corpus/train/*.parquet' --output-dir s3://runs --name mlm-1
 
 Local Ray by default (``--address`` for a cluster); ``--num-workers`` DDP workers (0 = in-process).
+Every path may be a URI (s3://, gs://, ...): the data streams into the workers through Ray Data, and the
+checkpoints, metrics.csv, run.json and final/ go to object storage (``--resume`` continues from there).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
+from pipelines.storage import OutputWriteError
 from pipelines.training.config import DEFAULT_PRESETS, FAIL_MODES, PACKINGS, PRECISIONS, TASKS, TrainConfig
 from pipelines.training.init_schemes import INIT_SCHEMES
 from pipelines.training.models import parse_overrides
@@ -33,20 +38,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("task and data")
     g.add_argument("--task", required=True, choices=TASKS)
     g.add_argument("--data", nargs="+", default=[], metavar="PATH",
-                   help="training files/folders (txt/jsonl/parquet text; image folders with labels.csv; video "
-                        "folders; flow pair folders or 'synthetic', the default for optical-flow)")
+                   help="training files/folders/glob patterns, local or URIs such as 's3://bucket/corpus/*.parquet' "
+                        "(txt/jsonl/parquet text; image folders with labels.csv; video folders; flow pair folders or "
+                        "'synthetic', the default for optical-flow)")
     g.add_argument("--eval-data", nargs="+", default=[], metavar="PATH", help="held-out split, same formats")
     g.add_argument("--text-column", default=default("text_column"))
     g.add_argument("--label-column", default=default("label_column"))
     g.add_argument("--label-names", metavar="FILE", help="class names, one per line in id order (sets id2label)")
     g.add_argument("--cache-data", action="store_true", help="materialize the preprocessed data once")
+    g.add_argument("--sample-rows", type=int, default=default("sample_rows"),
+                   help="rows of each split read before step 1 for the label set (text-classification without "
+                        "--label-names) and the baselines; never a full pass")
+    g.add_argument("--s3-endpoint", metavar="URL",
+                   help="S3-compatible endpoint (MinIO, Ceph, R2); the same as setting AWS_ENDPOINT_URL")
 
     g = parser.add_argument_group("model")
     g.add_argument("--preset", help=f"model preset (default per task: {DEFAULT_PRESETS})")
     g.add_argument("--tiny", action="store_true", help="the preset's tiny variant")
     g.add_argument("--model-config", nargs="+", default=[], metavar="KEY=VALUE",
                    help="PerceiverConfig overrides, JSON values (e.g. d_latents=64 'train_size=[32,48]')")
-    g.add_argument("--init-from", metavar="DIR", help="start from this checkpoint (e.g. an MLM run's final/)")
+    g.add_argument("--init-from", metavar="DIR",
+                   help="start from this checkpoint, local or a URI (e.g. an MLM run's final/)")
     g.add_argument("--gradient-checkpointing", action="store_true", help="activation checkpointing")
     g.add_argument("--init-scheme", choices=INIT_SCHEMES,
                    help="fresh models: transformers' std 0.02 or DeepMind's variance scaling (default per task: "
@@ -99,7 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--keep-checkpoints", type=int, default=default("keep_checkpoints"))
 
     g = parser.add_argument_group("run")
-    g.add_argument("--output-dir", default=default("output_dir"), help="runs are <output-dir>/<name>")
+    g.add_argument("--output-dir", default=default("output_dir"),
+                   help="runs are <output-dir>/<name> (a local folder or a URI, e.g. s3://bucket/runs)")
     g.add_argument("--name", help="run name (default <task>-<time>)")
     g.add_argument("--resume", action="store_true", help="continue run --name from its latest checkpoint")
     g.add_argument("--export-dir", help="copy the final model here")
@@ -119,6 +132,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         task=args.task, data=tuple(args.data), eval_data=tuple(args.eval_data), text_column=args.text_column,
         label_column=args.label_column, label_names=args.label_names, cache_data=args.cache_data,
+        sample_rows=args.sample_rows,
         preset=args.preset, tiny=args.tiny, model_config=parse_overrides(args.model_config),
         init_from=args.init_from, gradient_checkpointing=args.gradient_checkpointing, init_scheme=args.init_scheme,
         max_steps=args.max_steps,
@@ -145,8 +159,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     from pipelines.training.trainer import fit
 
+    if getattr(args, "s3_endpoint", None):
+        os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint  # read by pipelines.storage, passed to the workers
     try:
-        config = config_from_args(args)
+        config = config_from_args(args)  # (paths resolved here: an unknown URI scheme stops before any work)
     except ValueError as exc:
         print(f"perceiver-jobs train: error: {exc}", file=sys.stderr)
         return 2
@@ -155,8 +171,11 @@ def run(args: argparse.Namespace) -> int:
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"perceiver-jobs train: error: {exc}", file=sys.stderr)
         return 2
-    summary = {"run_dir": str(result.run_dir), "final_model": str(result.final_dir) if result.final_dir else None,
-               "checkpoint": str(result.checkpoint_dir) if result.checkpoint_dir else None, "step": result.step,
+    except OutputWriteError as exc:
+        print(f"perceiver-jobs train: error: {exc}", file=sys.stderr)
+        return 1
+    summary = {"run_dir": result.run_dir, "final_model": result.final_dir, "checkpoint": result.checkpoint_dir,
+               "step": result.step,
                "resumed_from_step": result.start_step, "wall_time_s": round(result.wall_time_s, 1),
                "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}}
     print(json.dumps(summary, indent=2))

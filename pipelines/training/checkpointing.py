@@ -7,8 +7,13 @@ Layout of one checkpoint (``checkpoint_<step:08d>``)::
     trainer_state.json                 step, epoch, samples, attempt, metrics; written last
 
 A checkpoint is written into a fresh temporary directory and only then handed to Ray Train (which registers
-it after the copy into the run directory completes) or, in local mode, renamed into place. A crash while
-writing therefore leaves at most an orphaned temporary directory, never a checkpoint that resume could pick.
+it after the copy into the run directory completes) or, in local mode, renamed into place (on object
+storage: uploaded file by file, each file whole, ``trainer_state.json`` last). A crash while writing
+therefore leaves at most an orphaned temporary directory or an incomplete folder without
+``trainer_state.json``, never a checkpoint that resume could pick.
+
+Run directories and checkpoints may live on any filesystem: the functions here take a ``storage.Location``
+(or a local path / URI string) for them, and ``run_storage.local_copy`` gives loaders a local directory.
 """
 
 from __future__ import annotations
@@ -22,6 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from pipelines import storage
+from pipelines.storage import Location
+
+from . import run_storage
 
 MODEL_FILES = ("config.json", "model.safetensors")
 STATE_FILE = "trainer_state.json"
@@ -63,8 +73,12 @@ def write_checkpoint(directory: str | Path, model: torch.nn.Module, optimizer: t
     return directory
 
 
-def is_complete(directory: str | Path) -> bool:
-    return all((Path(directory) / name).is_file() for name in CHECKPOINT_FILES)
+def as_location(directory: str | Path | Location) -> Location:
+    return directory if isinstance(directory, Location) else storage.resolve(str(directory))
+
+
+def is_complete(directory: str | Path | Location) -> bool:
+    return set(CHECKPOINT_FILES) <= run_storage.file_names(as_location(directory))
 
 
 def restore(directory: str | Path, head: type, device: torch.device, optimizer_factory, scheduler_factory):
@@ -81,33 +95,53 @@ def restore(directory: str | Path, head: type, device: torch.device, optimizer_f
     return model, optimizer, scheduler, TrainerState.read(directory)
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
+def latest_checkpoint(run_dir: str | Path | Location) -> Location | None:
     """The complete checkpoint with the highest step in ``run_dir`` (local mode; Ray Train tracks its own)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return None
-    found = sorted(p for p in run_dir.glob(PREFIX + "*") if p.is_dir() and is_complete(p))
-    return found[-1] if found else None
+    run = as_location(run_dir)
+    for name in reversed([n for n in run_storage.list_folders(run) if n.startswith(PREFIX)]):
+        if is_complete(run.join(name)):
+            return run.join(name)
+    return None
 
 
-def persist_local(source: str | Path, run_dir: str | Path, step: int, keep: int) -> Path:
-    """Copy a finished checkpoint into ``run_dir/checkpoint_<step>`` atomically; keep the newest ``keep``."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    final = run_dir / checkpoint_name(step)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=run_dir))
-    shutil.copytree(source, staging, dirs_exist_ok=True)
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
-    for old in sorted(p for p in run_dir.glob(PREFIX + "*") if p.is_dir())[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+def persist_local(source: str | Path, run_dir: str | Path | Location, step: int, keep: int) -> Location:
+    """Store a finished checkpoint (a local folder) as ``run_dir/checkpoint_<step>``; keep the newest ``keep``.
+
+    Local: copied into a staging folder and renamed into place. Object storage: uploaded file by file, each
+    file whole, ``trainer_state.json`` last (``is_complete`` is false until then)."""
+    run = as_location(run_dir)
+    final = run.join(checkpoint_name(step))
+    if run.is_local:
+        os.makedirs(run.path, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=run.path))
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        if os.path.exists(final.path):
+            shutil.rmtree(final.path)
+        staging.rename(final.path)
+    else:
+        run_storage.delete_tree(final)
+        run_storage.upload_tree(source, final, staging_root=run, last=(STATE_FILE,))
+    for old in [n for n in run_storage.list_folders(run) if n.startswith(PREFIX)][:-keep]:
+        run_storage.delete_tree(run.join(old))
     return final
 
 
-def save_model_atomically(model: torch.nn.Module, directory: str | Path, extras=None) -> Path:
-    """Save ``model`` (transformers format) to ``directory``, replacing it only once fully written."""
-    directory = Path(directory)
+def save_model_atomically(model: torch.nn.Module, directory: str | Path | Location, extras=None) -> Location:
+    """Save ``model`` (transformers format) to ``directory``, replacing it only once fully written.
+
+    Local: written to a staging folder beside it, then renamed. Object storage: written locally, then
+    uploaded with ``config.json`` last, so that a loader that finds ``config.json`` finds every file."""
+    target = as_location(directory)
+    if not target.is_local:
+        with tempfile.TemporaryDirectory(prefix="perceiver-model-") as tmp:
+            model.save_pretrained(tmp)
+            if extras is not None:
+                extras(Path(tmp))
+            target.join("config.json").delete()  # first: a half-replaced model is never loadable
+            run_storage.delete_tree(target)
+            run_storage.upload_tree(tmp, target, staging_root=run_storage.parent_of(target), last=("config.json",))
+        return target
+    directory = Path(target.path)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     model.save_pretrained(staging)
@@ -119,4 +153,4 @@ def save_model_atomically(model: torch.nn.Module, directory: str | Path, extras=
     if directory.exists():
         shutil.rmtree(directory)
     staging.rename(directory)
-    return directory
+    return target

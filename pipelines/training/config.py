@@ -3,6 +3,11 @@
 One flat dataclass (grouped below) so that the CLI maps onto it one flag per field and the whole run travels to
 every Ray Train worker as a plain dict (``to_dict`` / ``from_dict``). Model architecture lives in the
 ``PerceiverConfig`` of the preset (or of ``init_from``), changed with ``model_config`` overrides.
+
+Every path (``data``, ``eval_data``, ``init_from``, ``output_dir``, ``export_dir``, ``label_names``) may be a
+local path or a URI (``s3://bucket/corpus/*.parquet``). It is resolved once, in the driver, by
+``pipelines.storage.resolve``: local paths become absolute, URIs stay URIs (workers on other nodes use them as
+they are), and an unknown scheme raises ``StorageError`` (a ``ValueError``) before any work starts.
 """
 
 from __future__ import annotations
@@ -10,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from pipelines import storage
 
 from .init_schemes import INIT_SCHEMES
 
@@ -26,11 +32,10 @@ SYNTHETIC = "synthetic"  # --data value for the built-in optical-flow generator
 
 
 def _absolute(path: str) -> str:
-    """A local path made absolute (``~`` expanded); URIs (``s3://...``) and the word ``synthetic`` unchanged."""
+    """A local path made absolute (``~`` expanded); URIs (``s3://...``) and the word ``synthetic`` unchanged;
+    an unsupported scheme raises ``storage.StorageError``."""
     path = str(path)
-    if path == SYNTHETIC or "://" in path:
-        return path
-    return str(Path(path).expanduser().absolute())
+    return path if path == SYNTHETIC else storage.resolve(path).uri
 
 
 @dataclass
@@ -43,6 +48,7 @@ class TrainConfig:
     label_column: str = "label"  # jsonl / parquet label field
     label_names: str | None = None  # file with one class name per line, in id order (sets id2label)
     cache_data: bool = False  # materialize the preprocessed dataset once instead of re-reading every epoch
+    sample_rows: int = 4096  # rows per split read before step 1 (label set, baselines): never a full pass
     # ---------------------------------------------------------------- model
     preset: str | None = None  # default per task (DEFAULT_PRESETS)
     tiny: bool = False  # the preset's tiny variant (tests, CPU runs)
@@ -110,6 +116,8 @@ class TrainConfig:
         self.output_dir = _absolute(self.output_dir)  # metrics.csv and final/ are written by the workers
         if self.export_dir is not None:
             self.export_dir = _absolute(self.export_dir)
+        if self.label_names is not None:
+            self.label_names = _absolute(self.label_names)
         if self.flow_size is not None:
             self.flow_size = tuple(int(v) for v in self.flow_size)  # type: ignore[assignment]
         if self.task not in TASKS:
@@ -124,7 +132,8 @@ class TrainConfig:
             raise ValueError(f"fail_mode must be one of {FAIL_MODES}, got {self.fail_mode!r}")
         if self.packing not in PACKINGS:
             raise ValueError(f"packing must be one of {PACKINGS}, got {self.packing!r}")
-        for name in ("batch_size", "log_every", "synthetic_pairs", "output_points", "cpus_per_worker"):
+        for name in ("batch_size", "log_every", "synthetic_pairs", "output_points", "cpus_per_worker",
+                     "sample_rows"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("max_steps", "warmup_steps", "eval_every", "checkpoint_every", "num_workers", "max_failures"):
@@ -157,9 +166,14 @@ class TrainConfig:
         return self.preset or DEFAULT_PRESETS[self.task]
 
     @property
-    def run_dir(self) -> Path:
-        """Where Ray Train keeps this run's checkpoints; metrics.csv and final/ sit beside them."""
-        return Path(self.output_dir).expanduser().resolve() / str(self.name)
+    def run_location(self) -> storage.Location:
+        """Where Ray Train keeps this run's checkpoints; metrics.csv, run.json and final/ sit beside them."""
+        return storage.resolve(self.output_dir).join(str(self.name))
+
+    @property
+    def run_dir(self) -> str:
+        """``run_location`` as an absolute local path or a URI."""
+        return self.run_location.uri
 
     @property
     def synthetic_flow(self) -> bool:

@@ -1,46 +1,133 @@
 """Ray Data sources for training: file discovery and readers that every task builds on.
 
 Datasets here are lazy Ray Datasets; Ray Train streams them into the workers (``get_dataset_shard``), so no
-worker ever holds the whole corpus. Per-batch transforms are plain functions of numpy batches (tested
-without Ray) applied with ``map_batches``.
+worker ever holds the whole corpus and the driver never reads it: the driver only lists file names. Per-batch
+transforms are plain functions of numpy batches (tested without Ray) applied with ``map_batches``.
+
+Inputs may be local paths or URIs (``s3://bucket/corpus/``, ``s3://bucket/corpus/*.parquet``), through
+``pipelines.storage``: a file, a folder (every file with a known suffix below it, sorted; names starting with
+``.`` or ``_`` below the folder are skipped, like Spark's and Arrow's ``_SUCCESS`` / ``_meta/``), or a glob
+pattern (``*``, ``?``, ``[...]`` within one path component, ``**`` for any number of folders). Ray Data
+reads the files in its own tasks with ``filesystem=`` the store's pyarrow filesystem.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+import fnmatch
+import io
+import itertools
+import json
+import posixpath
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from pipelines import storage
+from pipelines.storage import Location
+
 TEXT_SUFFIXES = (".txt", ".text", ".jsonl", ".json", ".parquet")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
+GLOB_CHARS = "*?["
 
 
-def expand_paths(paths: Iterable[str], suffixes: Sequence[str]) -> list[str]:
-    """Files named directly, plus every file with one of ``suffixes`` under named folders (sorted)."""
-    out: list[str] = []
+def suffix_of(path: str) -> str:
+    name = posixpath.basename(path)
+    return name[name.rfind("."):].lower() if "." in name else ""
+
+
+def _parts(path: str) -> list[str]:
+    return [p for p in path.split("/") if p]
+
+
+def _match(parts: list[str], pattern: list[str]) -> bool:
+    """Path components against glob components (``**`` = any number of components). As in a shell, a
+    component starting with ``.`` or ``_`` only matches a pattern component starting with the same character
+    (``*`` never picks up ``_meta/`` or ``_SUCCESS``, ``**`` never descends into them)."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return _match(parts, pattern[1:]) or (bool(parts) and _visible(parts[0]) and _match(parts[1:], pattern))
+    if not parts or not fnmatch.fnmatchcase(parts[0], pattern[0]):
+        return False
+    return (_visible(parts[0]) or parts[0][0] == pattern[0][0]) and _match(parts[1:], pattern[1:])
+
+
+def _visible(relative: str) -> bool:
+    return not any(p.startswith((".", "_")) for p in _parts(relative))
+
+
+def _glob(pattern: Location) -> list[Location]:
+    """The files matching a pattern location (the wildcards may sit in any component after the bucket)."""
+    parts = pattern.path.split("/")
+    first = next(i for i, p in enumerate(parts) if any(c in p for c in GLOB_CHARS))
+    root_path = "/".join(parts[:first]) or "/"
+    tail = "/".join(parts[first:])
+    root = Location(pattern.fs, root_path, pattern.uri[:len(pattern.uri) - len(tail)].rstrip("/") or root_path)
+    wanted = _parts(tail)
+    recursive = len(wanted) > 1 or "**" in wanted
+    prefix = root.path.rstrip("/") + "/"
+    return [e.location for e in storage.walk_files(root, recursive=recursive)
+            if _match(_parts(e.location.path[len(prefix):]), wanted)]
+
+
+def find_files(paths: Iterable[str], suffixes: Sequence[str]) -> list[Location]:
+    """Files named directly, files matching glob patterns, and every file with one of ``suffixes`` under
+    named folders (sorted per folder). Raises FileNotFoundError for a missing path or when nothing is found."""
+    paths = list(paths)
+    out: list[Location] = []
     for raw in paths:
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            out.extend(str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in suffixes)
-        elif path.is_file():
-            out.append(str(path))
+        loc = storage.resolve(raw)
+        if any(c in loc.path for c in GLOB_CHARS) and not loc.exists():
+            found = _glob(loc)
+            if not found:
+                raise FileNotFoundError(f"no files match {raw}")
+            out.extend(found)
+        elif loc.is_dir():
+            prefix = loc.path.rstrip("/")
+            out.extend(e.location for e in storage.walk_files(loc)
+                       if suffix_of(e.location.path) in suffixes and _visible(e.location.path[len(prefix):]))
+        elif loc.is_file():
+            out.append(loc)
         else:
             raise FileNotFoundError(f"no such file or folder: {raw}")
     if not out:
-        raise FileNotFoundError(f"no {'/'.join(suffixes)} files in {list(paths)}")
+        raise FileNotFoundError(f"no {'/'.join(suffixes)} files in {paths}")
     return out
 
 
-def _by_format(files: Sequence[str]) -> dict[str, list[str]]:
-    groups: dict[str, list[str]] = {"text": [], "json": [], "parquet": []}
+def expand_paths(paths: Iterable[str], suffixes: Sequence[str]) -> list[str]:
+    """``find_files`` as absolute local paths or URIs (what workers open)."""
+    return [loc.uri for loc in find_files(paths, suffixes)]
+
+
+def _kind(f: Location) -> str:
+    suffix = suffix_of(f.path)
+    return "parquet" if suffix == ".parquet" else "json" if suffix in (".jsonl", ".json") else "text"
+
+
+def _by_format(files: Sequence[Location]) -> dict[tuple[str, int], list[Location]]:
+    """Files grouped by reader and filesystem: one Ray Data read per group."""
+    groups: dict[tuple[str, int], list[Location]] = {}
     for f in files:
-        suffix = Path(f).suffix.lower()
-        groups["parquet" if suffix == ".parquet" else "json" if suffix in (".jsonl", ".json") else "text"].append(f)
+        groups.setdefault((_kind(f), id(f.fs)), []).append(f)
     return groups
+
+
+def _read(kind: str, files: list[Location], **kwargs):
+    """One Ray Data read of same-format files on one filesystem (the workers open them through it)."""
+    import ray.data
+
+    paths = [f.path for f in files]
+    fs = None if files[0].is_local else files[0].fs
+    if kind == "text":
+        return ray.data.read_text(paths, filesystem=fs)
+    if kind == "json":
+        return ray.data.read_json(paths, lines=True, filesystem=fs)
+    return ray.data.read_parquet(paths, filesystem=fs, **kwargs)
 
 
 def _union(parts: list):
@@ -51,20 +138,84 @@ def _union(parts: list):
 
 def read_text_documents(paths: Iterable[str], text_column: str = "text"):
     """A Dataset with one ``text`` column: lines of .txt files, ``text_column`` of .jsonl / .parquet rows."""
-    import ray.data
-
-    groups = _by_format(expand_paths(paths, TEXT_SUFFIXES))
     parts = []
-    if groups["text"]:
-        parts.append(ray.data.read_text(groups["text"]))
-    if groups["json"]:
-        parts.append(ray.data.read_json(groups["json"], lines=True).select_columns([text_column])
-                     .rename_columns({text_column: "text"}) if text_column != "text"
-                     else ray.data.read_json(groups["json"], lines=True).select_columns(["text"]))
-    if groups["parquet"]:
-        ds = ray.data.read_parquet(groups["parquet"], columns=[text_column])
+    for (kind, _), files in _by_format(find_files(paths, TEXT_SUFFIXES)).items():
+        if kind == "text":
+            parts.append(_read(kind, files))
+            continue
+        ds = _read(kind, files, columns=[text_column]) if kind == "parquet" else \
+            _read(kind, files).select_columns([text_column])
         parts.append(ds.rename_columns({text_column: "text"}) if text_column != "text" else ds)
     return _union(parts)
+
+
+# ----------------------------------------------------------------------------- bounded samples (driver side)
+# The label set and the baselines need a look at the data before step 1. A Ray Data ``limit`` bounds the rows
+# it returns, not what it reads: its read tasks cover several files each (more per task as the corpus grows)
+# and several run at once. These helpers instead stream the first ``n`` rows in file order (the same rows
+# every run, so a label set is reproducible) and stop reading there: at most the files before the n-th row
+# and part of the file holding it.
+
+SAMPLE_CHUNK = 1 << 20
+
+
+def _lines(f: Location) -> Iterator[str]:
+    """Non-empty lines of a UTF-8 text file, streamed (what ``ray.data.read_text`` yields)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    pending = ""
+    with f.fs.open_input_stream(f.path) as raw:
+        while True:
+            chunk = raw.read(SAMPLE_CHUNK)
+            pending += decoder.decode(chunk, final=not chunk)
+            *complete, pending = pending.split("\n")
+            yield from (line for line in complete if line)
+            if not chunk:
+                break
+    if pending:
+        yield pending
+
+
+def _records(f: Location, columns: list[str]) -> Iterator[dict[str, Any]]:
+    """Rows of a .jsonl / .parquet file with ``columns``, streamed (parquet: one record batch at a time)."""
+    if _kind(f) == "json":
+        for line in _lines(f):
+            if line.strip():
+                rec = json.loads(line)
+                yield {c: rec.get(c) for c in columns}
+        return
+    import pyarrow.parquet as pq
+
+    with f.open_input() as handle:
+        for batch in pq.ParquetFile(handle).iter_batches(batch_size=1024, columns=columns):
+            yield from batch.to_pylist()
+
+
+def head_documents(paths: Iterable[str], text_column: str, n: int) -> np.ndarray:
+    """The first ``n`` documents of ``read_text_documents(paths)``, in file order (object array)."""
+    def rows() -> Iterator[str]:
+        for f in find_files(paths, TEXT_SUFFIXES):
+            yield from _lines(f) if _kind(f) == "text" else (str(r[text_column]) for r in _records(f, [text_column]))
+
+    return np.array(list(itertools.islice(rows(), n)), dtype=object)
+
+
+def head_labelled(paths: Iterable[str], n: int, text_column: str = "text", label_column: str = "label"
+                  ) -> dict[str, np.ndarray]:
+    """The first ``n`` rows of ``read_labelled_text(paths)``, in file order: ``text`` and ``label`` columns."""
+    def rows() -> Iterator[tuple[str, str]]:
+        for f in find_files(paths, TEXT_SUFFIXES):
+            if _kind(f) == "text":
+                for line in _lines(f):
+                    parts = line.strip().split(maxsplit=1)
+                    if parts:
+                        yield parts[0], parts[1] if len(parts) > 1 else ""
+            else:
+                for r in _records(f, [text_column, label_column]):
+                    yield str(r[label_column]), r[text_column]
+
+    head = list(itertools.islice(rows(), n))
+    return {"label": np.array([label for label, _ in head], dtype=object),
+            "text": np.array([text for _, text in head], dtype=object)}
 
 
 def split_labelled_lines(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -81,16 +232,13 @@ def split_labelled_lines(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def read_labelled_text(paths: Iterable[str], text_column: str = "text", label_column: str = "label"):
     """A Dataset with ``text`` and ``label`` (str) columns: ``<label> <text>`` .txt lines, or .jsonl / .parquet
     rows with ``text_column`` and ``label_column``."""
-    import ray.data
-
-    groups = _by_format(expand_paths(paths, TEXT_SUFFIXES))
     parts = []
-    if groups["text"]:
-        parts.append(ray.data.read_text(groups["text"]).map_batches(split_labelled_lines, batch_format="numpy"))
-    tables = ([ray.data.read_json(groups["json"], lines=True)] if groups["json"] else []) + \
-             ([ray.data.read_parquet(groups["parquet"])] if groups["parquet"] else [])
-    for ds in tables:
-        ds = ds.select_columns([text_column, label_column])
+    for (kind, _), files in _by_format(find_files(paths, TEXT_SUFFIXES)).items():
+        if kind == "text":
+            parts.append(_read(kind, files).map_batches(split_labelled_lines, batch_format="numpy"))
+            continue
+        ds = _read(kind, files, columns=[text_column, label_column]) if kind == "parquet" else \
+            _read(kind, files).select_columns([text_column, label_column])
         parts.append(ds.map_batches(_rename_text_label, fn_kwargs={"text": text_column, "label": label_column},
                                     batch_format="numpy"))
     return _union(parts)
@@ -101,14 +249,21 @@ def _rename_text_label(batch: dict[str, np.ndarray], text: str, label: str) -> d
 
 
 def read_label_names(path: str | None) -> list[str] | None:
-    """Class names, one per line, in id order (e.g. Kinetics-400's label_map_k400.txt)."""
+    """Class names, one per line, in id order (e.g. Kinetics-400's label_map_k400.txt); local or a URI."""
     if path is None:
         return None
-    names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    names = [line.strip() for line in storage.resolve(path).read_text().splitlines()]
     names = [n for n in names if n]
     if not names:
         raise ValueError(f"{path}: no label names")
     return names
+
+
+def named_label_map(names: list[str]) -> dict[str, int]:
+    """Labels given by ``--label-names``: a label is a name or an integer id (names win when both match)."""
+    mapping = {str(i): i for i in range(len(names))}
+    mapping.update({name: i for i, name in enumerate(names)})
+    return mapping
 
 
 def label_vocabulary(values: Iterable[Any], names: list[str] | None = None) -> dict[str, int]:
@@ -129,32 +284,44 @@ def label_vocabulary(values: Iterable[Any], names: list[str] | None = None) -> d
     return {v: i for i, v in enumerate(values)}
 
 
+def _entry(folder: Location, name: str) -> str:
+    """A labels.csv entry as an absolute path or URI: itself when absolute or a URI, else beside the csv."""
+    if storage.scheme_of(name) is not None or (folder.is_local and name.startswith("/")):
+        return storage.resolve(name).uri
+    return folder.join(name).uri
+
+
 def image_label_rows(paths: Iterable[str], label_column: str = "label") -> list[dict[str, str]]:
-    """(path, label) rows for image classification.
+    """(path, label) rows for image classification (paths: absolute local paths or URIs).
 
     A folder with a ``labels.csv`` (first column the file name, label from ``label_column`` or else the second
-    column) or class sub-folders (``root/<class>/<image>``); a .csv file may also be named directly.
+    column) or class sub-folders (``root/<class>/<image>``); a .csv file may also be named directly. Only the
+    csv and the file names are read here; the images are read by Ray Data tasks.
     """
+    paths = list(paths)
     rows: list[dict[str, str]] = []
     for raw in paths:
-        path = Path(raw).expanduser()
-        csv_path = path if path.suffix == ".csv" else path / "labels.csv"
-        if csv_path.is_file():
-            with open(csv_path, newline="", encoding="utf-8") as fh:
-                reader = csv.DictReader(fh)
-                fields = reader.fieldnames or []
-                if len(fields) < 2:
-                    raise ValueError(f"{csv_path}: needs a file column and a label column")
-                column = label_column if label_column in fields else fields[1]
-                for rec in reader:
-                    rows.append({"path": str(csv_path.parent / rec[fields[0]]), "label": str(rec[column])})
-        elif path.is_dir():
-            for class_dir in sorted(p for p in path.iterdir() if p.is_dir()):
-                for f in sorted(class_dir.rglob("*")):
-                    if f.suffix.lower() in IMAGE_SUFFIXES:
-                        rows.append({"path": str(f), "label": class_dir.name})
+        root = storage.resolve(raw)
+        csv_loc = root if root.path.endswith(".csv") else root.join("labels.csv")
+        if csv_loc.is_file():
+            folder = Location(root.fs, posixpath.dirname(csv_loc.path), csv_loc.uri.rsplit("/", 1)[0]) \
+                if csv_loc is root else root
+            reader = csv.DictReader(io.StringIO(csv_loc.read_text(), newline=""))
+            fields = reader.fieldnames or []
+            if len(fields) < 2:
+                raise ValueError(f"{csv_loc.uri}: needs a file column and a label column")
+            column = label_column if label_column in fields else fields[1]
+            for rec in reader:
+                rows.append({"path": _entry(folder, rec[fields[0]]), "label": str(rec[column])})
+        elif root.is_dir():
+            prefix = root.path.rstrip("/") + "/"
+            for entry in storage.walk_files(root):
+                parts = _parts(entry.location.path[len(prefix):])
+                if len(parts) >= 2 and suffix_of(entry.location.path) in IMAGE_SUFFIXES and _visible(
+                        "/".join(parts)):
+                    rows.append({"path": entry.uri, "label": parts[0]})
         else:
             raise FileNotFoundError(f"{raw}: expected a folder with labels.csv or class sub-folders")
     if not rows:
-        raise FileNotFoundError(f"no labelled images in {list(paths)}")
+        raise FileNotFoundError(f"no labelled images in {paths}")
     return rows

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines import flow_data
+from pipelines import flow_data, storage
 from pipelines.flow_data import read_flo  # noqa: F401  (re-exported for callers of this module)
 
 
@@ -26,11 +26,12 @@ class FlowPair:
 
 
 def source_name(root: str | Path) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", Path(root).resolve().name.lower()).strip("_") or "flow"
+    name = storage.resolve(root).name if storage.is_uri(str(root)) else Path(root).resolve().name
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "flow"
 
 
 def discover_flow_pairs(root: str | Path) -> list[FlowPair]:
-    """Every pair with ground truth under ``root``, sorted."""
+    """Every pair with ground truth under ``root`` (a local folder or a URI), sorted."""
     source = source_name(root)
     return [FlowPair(p.frame1_path, p.frame2_path, p.flow_path, source)
             for p in flow_data.discover_flow_pairs(root) if p.flow_path is not None]

@@ -10,13 +10,17 @@ held-out split, prints the progress line and appends to ``metrics.csv``. Every `
 Resume: ``ray.train.get_checkpoint()`` (a restarted worker group, or a rerun with the same run name) gives the
 latest *registered* checkpoint; model, optimizer, scheduler and step count continue from it. The data stream
 restarts at a fresh pass (a new shuffle), which is the only thing an uninterrupted run would do differently.
+
+The run directory may be on object storage (``config.run_location``): Ray Train uploads the reported
+checkpoints there itself; rank 0 writes ``metrics.csv`` (``MetricsCSV.flush`` with every checkpoint and
+evaluation), ``final/`` and, in local mode, the checkpoints through ``pipelines.storage``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
+import posixpath
 import shutil
 import tempfile
 import time
@@ -27,7 +31,10 @@ import numpy as np
 import torch
 
 from perceiver_core import HEADS, PerceiverConfig
+from pipelines import storage
+from pipelines.storage import Location
 
+from . import run_storage
 from .checkpointing import (
     TrainerState,
     checkpoint_name,
@@ -47,15 +54,14 @@ FINAL_MODEL_DIR = "final"
 METRICS_CSV = "metrics.csv"
 
 
-def _fault(config: TrainConfig, step: int, rank: int, run_dir: Path, at_checkpoint: bool) -> bool:
+def _fault(config: TrainConfig, step: int, rank: int, run: Location, at_checkpoint: bool) -> bool:
     """Fault injection for tests: rank 0 fails once (a marker file remembers it) at ``fail_at_step``."""
     if config.fail_at_step != step or rank != 0 or (config.fail_mode == "during-checkpoint") != at_checkpoint:
         return False
-    marker = run_dir / f".fault-injected-step-{step}"
+    marker = run.join(f".fault-injected-step-{step}")
     if marker.exists():
         return False
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
+    storage.write_atomic(marker, b"", staging_root=run)
     emit(f"[fault injection] failing at step {step} ({config.fail_mode})")
     if config.fail_mode == "exit":
         os._exit(13)
@@ -76,7 +82,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     local_mode = loop_config["local_mode"]
     baselines: dict[str, float] = loop_config.get("baselines", {})
     task = get_task(config.task)
-    run_dir = config.run_dir
+    run = config.run_location
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(config.cpus_per_worker)
@@ -93,15 +99,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
 
     # ------------------------------------------------------------------ model, optimizer, resume
     checkpoint = ray.train.get_checkpoint()
-    resume_dir = None if checkpoint is not None else (latest_checkpoint(run_dir) if local_mode and config.resume
-                                                      else None)
-    if checkpoint is not None or resume_dir is not None:
-        with (checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext(resume_dir)) as d:
+    # Without a checkpoint registered by Ray Train, a resumed run starts from the newest complete one in the
+    # run directory: local mode registers none, and a worker killed right after a checkpoint upload can die
+    # before Ray Train's controller has registered it (the upload itself is complete: see is_complete).
+    resume_from = latest_checkpoint(run) if checkpoint is None and config.resume else None
+    if checkpoint is not None or resume_from is not None:
+        # (a download into a temporary directory when the checkpoint is on object storage)
+        source = checkpoint.as_directory() if checkpoint is not None else run_storage.local_copy(resume_from)
+        with source as d:
             model, optimizer, scheduler, state = restore(d, head, device, new_optimizer, new_scheduler)
             if config.gradient_checkpointing:
                 model.gradient_checkpointing_enable()
         if rank == 0:
-            emit(f"[{task.name}] resumed from {Path(str(d)).name} at step {state.step}")
+            name = resume_from.name if resume_from is not None else posixpath.basename(checkpoint.path.rstrip("/"))
+            emit(f"[{task.name}] resumed from {name} at step {state.step}")
     else:
         model = build_model(config, head, model_config, task).to(device)
         optimizer, state = new_optimizer(model), TrainerState()
@@ -115,7 +126,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
             module, parallel_strategy_kwargs={"find_unused_parameters": task.find_unused_parameters})
     train_shard = ray.train.get_dataset_shard("train") if config.max_steps else None
     val_shard = ray.train.get_dataset_shard("val") if loop_config.get("has_val") else None
-    csv_log = MetricsCSV(run_dir / METRICS_CSV, task.metric_names(config) + ["grad_norm"], state.attempt) \
+    csv_log = MetricsCSV(run.join(METRICS_CSV), task.metric_names(config) + ["grad_norm"], state.attempt) \
         if rank == 0 else None
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
 
@@ -131,6 +142,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         model.train()
         emit(progress_line(task.name, state.step, max(config.max_steps, 1), evaluation, split="eval"))
         csv_log.write(state.step, state.epoch, "eval", evaluation)
+        csv_log.flush()
         return evaluation
 
     def report(final: bool) -> None:
@@ -167,11 +179,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
             tmp = Path(tempfile.mkdtemp(prefix="perceiver-ckpt-")) if rank == 0 else None
             try:
                 if rank == 0:
+                    csv_log.flush()  # the log holds every row up to this checkpoint before it exists
                     write_checkpoint(tmp, model, optimizer, scheduler, state,
-                                     fail_midway=_fault(config, step, rank, run_dir, at_checkpoint=True))
+                                     fail_midway=_fault(config, step, rank, run, at_checkpoint=True))
                     task.save_extras(tmp, model_config)
                     if local_mode:  # Ray Train's local mode does not persist reported checkpoints
-                        persist_local(tmp, run_dir, step, config.keep_checkpoints)
+                        persist_local(tmp, run, step, config.keep_checkpoints)
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(tmp)) if rank == 0 else None,
                                  checkpoint_dir_name=checkpoint_name(step))
             finally:
@@ -205,7 +218,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
             batches += 1
             window_samples += config.batch_size
             add_stats(window, {**out.stats, "grad_norm_sum": float(grad_norm), "steps": 1.0})
-            _fault(config, state.step, rank, run_dir, at_checkpoint=False)
+            _fault(config, state.step, rank, run, at_checkpoint=False)
             report(final=state.step >= config.max_steps)
             if state.step >= config.max_steps:
                 break
@@ -217,13 +230,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     # ------------------------------------------------------------------ final model
     if rank != 0:
         return None
+    csv_log.flush()
     model.eval()
-    final_dir = save_model_atomically(model, run_dir / FINAL_MODEL_DIR,
+    final_dir = save_model_atomically(model, run.join(FINAL_MODEL_DIR),
                                       extras=lambda d: task.save_extras(d, model_config))
     with torch.inference_mode():
         probe = task.probe(model, model_config).float().cpu()
     return {"step": state.step, "start_step": start_step, "attempt": state.attempt, "epoch": state.epoch,
-            "metrics": state.metrics, "final_dir": str(final_dir), "probe": probe.tolist()}
+            "metrics": state.metrics, "final_dir": final_dir.uri, "probe": probe.tolist()}
 
 
 def _grad_norm(module: torch.nn.Module) -> torch.Tensor:

@@ -7,6 +7,7 @@ Tasks return *sums* (``loss_sum``, ``count``, ...) so that metrics pool exactly 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import sys
 import time
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from pipelines import storage
 
 LN2 = math.log(2.0)
 
@@ -72,21 +75,49 @@ class MetricsCSV:
     Columns are fixed when the file is created (common columns + the task's metric names); a resumed run
     appends to the same file, and a step logged twice (before a crash and after the restart) appears twice
     with different ``attempt`` values.
+
+    ``path`` may be a local path or a ``storage.Location`` on object storage. Object stores cannot append: the
+    file is kept in memory and rewritten whole (``storage.write_atomic``) by ``flush()``, which the loop calls
+    with every checkpoint, every evaluation and at the end, and ``write`` calls at most every
+    ``flush_every_s`` seconds. After a crash the object holds at least every row up to the checkpoint the
+    run resumes from (rows after it are logged again by the resumed run).
     """
 
     COMMON = ("time", "attempt", "step", "epoch", "split", "lr", "samples_per_s")
 
-    def __init__(self, path: Path, metric_names: Iterable[str], attempt: int) -> None:
-        self.path = Path(path)
+    def __init__(self, path, metric_names: Iterable[str], attempt: int, flush_every_s: float = 60.0) -> None:
+        self.location = path if isinstance(path, storage.Location) else storage.resolve(str(path))
+        self.path = Path(self.location.path) if self.location.is_local else None
         self.attempt = attempt
-        if self.path.exists() and self.path.stat().st_size:
-            with open(self.path, newline="", encoding="utf-8") as fh:
-                self.columns = next(csv.reader(fh))
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.columns = list(self.COMMON) + [m for m in metric_names if m not in self.COMMON]
-            with open(self.path, "w", newline="", encoding="utf-8") as fh:
-                csv.writer(fh).writerow(self.columns)
+        self.flush_every_s = flush_every_s
+        self._text: list[str] | None = None  # object storage: the whole file
+        self._last_flush = time.monotonic()
+        if self.path is not None:  # local: append to the file as rows come
+            header = None
+            if self.path.exists() and self.path.stat().st_size:
+                with open(self.path, newline="", encoding="utf-8") as fh:
+                    header = next(csv.reader(fh), None)
+            self.columns = header or self._new_columns(metric_names)
+            if header is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "w", newline="", encoding="utf-8") as fh:
+                    csv.writer(fh).writerow(self.columns)
+            return
+        existing = self.location.read_text() if self.location.is_file() else ""
+        header = next(csv.reader(io.StringIO(existing, newline="")), None) if existing else None
+        self.columns = header or self._new_columns(metric_names)
+        self._text = [existing if header else self._line(self.columns)]
+        if header is None:
+            self.flush()
+
+    def _new_columns(self, metric_names: Iterable[str]) -> list[str]:
+        return list(self.COMMON) + [m for m in metric_names if m not in self.COMMON]
+
+    @staticmethod
+    def _line(values) -> str:
+        buf = io.StringIO()
+        csv.writer(buf).writerow(values)
+        return buf.getvalue()
 
     def write(self, step: int, epoch: int, split: str, metrics: Mapping[str, float], lr: float | None = None,
               samples_per_s: float | None = None) -> None:
@@ -94,13 +125,29 @@ class MetricsCSV:
                "lr": "" if lr is None else f"{lr:.6g}",
                "samples_per_s": "" if samples_per_s is None else f"{samples_per_s:.4g}"}
         row.update({k: f"{v:.6g}" for k, v in metrics.items() if isinstance(v, (int, float))})
-        with open(self.path, "a", newline="", encoding="utf-8") as fh:
-            csv.writer(fh).writerow([row.get(c, "") for c in self.columns])
+        values = [row.get(c, "") for c in self.columns]
+        if self._text is None:
+            with open(self.path, "a", newline="", encoding="utf-8") as fh:
+                csv.writer(fh).writerow(values)
+            return
+        self._text.append(self._line(values))
+        if time.monotonic() - self._last_flush >= self.flush_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Object storage: rewrite the object with every row so far (local files are appended as written)."""
+        if self._text is None:
+            return
+        run = storage.Location(self.location.fs, self.location.path.rsplit("/", 1)[0],
+                               self.location.uri.rsplit("/", 1)[0])
+        storage.write_atomic(self.location, "".join(self._text).encode("utf-8"), staging_root=run)
+        self._last_flush = time.monotonic()
 
 
-def read_metrics_csv(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+def read_metrics_csv(path) -> list[dict[str, str]]:
+    """Rows of a metrics.csv (a local path, a URI or a ``storage.Location``)."""
+    location = path if isinstance(path, storage.Location) else storage.resolve(str(path))
+    return list(csv.DictReader(io.StringIO(location.read_text(), newline="")))
 
 
 def emit(line: str) -> None:

@@ -9,7 +9,9 @@ from typing import Any
 import torch
 
 from perceiver_core import HEADS, PerceiverConfig, presets
+from pipelines import storage
 
+from . import run_storage
 from .config import TrainConfig
 from .tasks import Task
 
@@ -29,10 +31,16 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def init_config(init_from: str) -> PerceiverConfig:
+    """The ``PerceiverConfig`` of a checkpoint folder, local or on object storage (only config.json is read)."""
+    with run_storage.local_copy(storage.resolve(init_from), names=("config.json",)) as directory:
+        return PerceiverConfig.from_pretrained(directory)
+
+
 def resolve_model(config: TrainConfig, task: Task) -> tuple[type, PerceiverConfig]:
     """(head class, its config) for this run: preset (or ``init_from``'s config) + overrides + task settings."""
     if config.init_from:
-        base = PerceiverConfig.from_pretrained(config.init_from)
+        base = init_config(config.init_from)
     else:
         base = presets.config(config.preset_name, tiny=config.tiny)
     if config.model_config:
@@ -53,8 +61,9 @@ def build_model(config: TrainConfig, head: type, model_config: PerceiverConfig,
     checkpoint's encoder and starts its decoder fresh)."""
     torch.manual_seed(config.seed)
     if config.init_from:
-        saved_as = (PerceiverConfig.from_pretrained(config.init_from).architectures or [""])[0]
-        model = head.from_pretrained(config.init_from, config=model_config, strict=saved_as == head.__name__)
+        with run_storage.local_copy(storage.resolve(config.init_from)) as directory:  # a download on object stores
+            saved_as = (PerceiverConfig.from_pretrained(directory).architectures or [""])[0]
+            model = head.from_pretrained(directory, config=model_config, strict=saved_as == head.__name__)
     else:
         model = head(model_config)
         if task is not None:

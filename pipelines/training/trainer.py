@@ -4,9 +4,16 @@
 split to the workers with ``streaming_split`` and gives ``val`` unsplit to rank 0's evaluation), then runs
 ``train_loop_per_worker`` on ``num_workers`` DDP workers (``0`` = Ray Train's in-process local mode).
 
-Run directory ``<output_dir>/<name>/``: Ray Train's ``checkpoint_<step>/`` folders and its checkpoint-manager
-snapshot, ``metrics.csv``, ``run.json`` (the resolved configuration), ``final/`` (the trained model).
-Rerunning with the same name and ``resume`` continues from the latest checkpoint.
+Run directory ``<output_dir>/<name>/``, a local folder or a prefix on object storage (``s3://bucket/runs``):
+Ray Train's ``checkpoint_<step>/`` folders and its checkpoint-manager snapshot (Ray Train writes them through
+``RunConfig(storage_path=..., storage_filesystem=...)``, the store's pyarrow filesystem), ``metrics.csv``,
+``run.json`` (the resolved configuration, the model configuration and the baselines), ``final/`` (the trained
+model). Rerunning with the same name and ``resume`` continues from the latest checkpoint (Ray Train finds it
+by the same run name and storage path) with the model configuration and baselines recorded in ``run.json``,
+so a resumed run reads no sample again and keeps its label ids.
+
+Before step 1 the driver only lists files and reads bounded samples (``TrainConfig.sample_rows``); Ray
+workers get the storage variables (endpoint, credentials) through ``runtime_env`` (``storage.worker_env``).
 """
 
 from __future__ import annotations
@@ -14,31 +21,47 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
+import posixpath
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from perceiver_core import HEADS, PerceiverConfig
+from pipelines import storage
+from pipelines.storage import Location
+
+from . import run_storage
+from .checkpointing import latest_checkpoint
 from .config import TrainConfig
 from .loop import FINAL_MODEL_DIR, METRICS_CSV, train_loop_per_worker
 from .models import resolve_model
 from .tasks import get_task
 
 LOCAL_OBJECT_STORE_BYTES = 1 << 30  # a local Ray for training needs little shared memory
+RUN_RECORD = "run.json"
 
 
 @dataclass
 class TrainResult:
-    run_dir: Path
-    final_dir: Path | None
-    checkpoint_dir: Path | None
+    run_dir: str  # absolute local path or URI
+    final_dir: str | None
+    checkpoint_dir: str | None
     step: int
     start_step: int
     metrics: dict[str, Any]
     probe: list | None
     wall_time_s: float
+
+
+@dataclass
+class PreparedRun:
+    """Everything the driver builds before step 1: the model to train and the lazy datasets."""
+
+    head: type
+    model_config: PerceiverConfig
+    datasets: dict[str, Any]
+    baselines: dict[str, float]
 
 
 def quiet_ray_logs() -> None:
@@ -56,8 +79,12 @@ def init_ray(config: TrainConfig) -> None:
     quiet_ray_logs()
     if ray.is_initialized():
         return
+    # Ray Data read tasks, the Ray Train controller and the workers reach object storage with the driver's
+    # endpoint and credentials
+    env = storage.worker_env()
+    extra = {"runtime_env": {"env_vars": env}} if env else {}
     if config.address:
-        ray.init(address=config.address)
+        ray.init(address=config.address, **extra)
         problem = cluster_shortfall(config, ray.cluster_resources())
         if problem:
             print(f"WARNING: {problem}", file=sys.stderr, flush=True)
@@ -67,7 +94,7 @@ def init_ray(config: TrainConfig) -> None:
     num_cpus = max(os.cpu_count() or 1, config.num_workers * config.cpus_per_worker + 2)
     # address="local": always a fresh in-process cluster, never one someone else started on this machine
     ray.init(address="local", num_cpus=num_cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-             include_dashboard=False, log_to_driver=True)
+             include_dashboard=False, log_to_driver=True, **extra)
 
 
 def cluster_shortfall(config: TrainConfig, resources: dict[str, float]) -> str | None:
@@ -88,13 +115,43 @@ def cluster_shortfall(config: TrainConfig, resources: dict[str, float]) -> str |
 
 
 def check_run_dir(config: TrainConfig) -> None:
-    run_dir = config.run_dir
-    exists = run_dir.exists() and any(run_dir.iterdir())
+    run = config.run_location
+    exists = run_storage.has_entries(run)
     if exists and not config.resume:
-        raise FileExistsError(f"run directory {run_dir} exists; pass --resume to continue it or choose another "
+        raise FileExistsError(f"run directory {run.uri} exists; pass --resume to continue it or choose another "
                               f"--name")
     if config.resume and not exists:
-        raise FileNotFoundError(f"--resume: no run at {run_dir}")
+        raise FileNotFoundError(f"--resume: no run at {run.uri}")
+
+
+def read_run_record(run: Location) -> dict[str, Any] | None:
+    record = run.join(RUN_RECORD)
+    return json.loads(record.read_text()) if record.is_file() else None
+
+
+def prepare_run(config: TrainConfig) -> PreparedRun:
+    """The driver's work before step 1: model, lazy datasets, baselines. Reads only listings and bounded
+    samples; a resumed run takes its model configuration and baselines from ``run.json``."""
+    task = get_task(config.task)
+    saved = read_run_record(config.run_location) if config.resume else None
+    if saved is not None:
+        head, model_config = HEADS[saved["head"]], PerceiverConfig.from_dict(saved["model_config"])
+    else:
+        head, model_config = resolve_model(config, task)
+    datasets = task.build_datasets(config, model_config)
+    if config.cache_data:
+        datasets = {name: ds.materialize() for name, ds in datasets.items()}
+    baselines = saved["baselines"] if saved is not None else task.baselines(config, model_config, datasets)
+    return PreparedRun(head, model_config, datasets, baselines)
+
+
+def _storage(config: TrainConfig) -> dict[str, Any]:
+    """``RunConfig`` storage arguments: the output folder as a path on its pyarrow filesystem (the endpoint of
+    an S3-compatible store travels with the filesystem object)."""
+    out = storage.resolve(config.output_dir)
+    if out.is_local:
+        return {"storage_path": out.path}
+    return {"storage_path": out.path, "storage_filesystem": out.fs}
 
 
 def fit(config: TrainConfig) -> TrainResult:
@@ -104,17 +161,15 @@ def fit(config: TrainConfig) -> TrainResult:
     start = time.time()
     check_run_dir(config)
     init_ray(config)
-    task = get_task(config.task)
-    head, model_config = resolve_model(config, task)
-    datasets = task.build_datasets(config, model_config)
-    if config.cache_data:
-        datasets = {name: ds.materialize() for name, ds in datasets.items()}
-    baselines = task.baselines(config, model_config, datasets)
-    run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(json.dumps(
+    prepared = prepare_run(config)
+    head, model_config, datasets, baselines = (prepared.head, prepared.model_config, prepared.datasets,
+                                               prepared.baselines)
+    run = config.run_location
+    if run.is_local:
+        os.makedirs(run.path, exist_ok=True)
+    run_storage.write_text(run.join(RUN_RECORD), json.dumps(
         {"train_config": config.to_dict(), "model_config": model_config.to_dict(), "head": head.__name__,
-         "baselines": baselines}, indent=2, default=str), encoding="utf-8")
+         "baselines": baselines}, indent=2, default=str), staging_root=run)
 
     local_mode = config.num_workers == 0
     loop_config = {"train_config": config.to_dict(), "model_config": model_config.to_dict(), "head": head.__name__,
@@ -125,7 +180,7 @@ def fit(config: TrainConfig) -> TrainResult:
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
                                      resources_per_worker=resources if not local_mode else None),
-        run_config=RunConfig(name=config.name, storage_path=str(run_dir.parent),
+        run_config=RunConfig(name=config.name, **_storage(config),
                              checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=config.max_failures)),
         datasets=datasets,
@@ -133,22 +188,22 @@ def fit(config: TrainConfig) -> TrainResult:
     )
     result = trainer.fit()
     value = result.return_value or {}
-    final_dir = run_dir / FINAL_MODEL_DIR  # (an evaluate-only run saves its --init-from model here)
-    if config.export_dir and final_dir.is_dir():
-        export = Path(config.export_dir)
-        export.mkdir(parents=True, exist_ok=True)
-        for f in final_dir.iterdir():
-            shutil.copy2(f, export / f.name)
-    checkpoint = Path(result.checkpoint.path) if (result.checkpoint is not None and not local_mode) else None
-    if local_mode:
-        from .checkpointing import latest_checkpoint
-
-        checkpoint = latest_checkpoint(run_dir)
-    return TrainResult(run_dir=run_dir, final_dir=final_dir if final_dir.is_dir() else None,
+    final = run.join(FINAL_MODEL_DIR)  # (an evaluate-only run saves its --init-from model here)
+    final_saved = final.join("config.json").is_file()
+    if config.export_dir and final_saved:
+        run_storage.copy_tree(final, storage.resolve(config.export_dir), last=("config.json",))
+    if local_mode:  # Ray Train's local mode keeps no checkpoints of its own: ours are in the run directory
+        found = latest_checkpoint(run)
+        checkpoint = found.uri if found is not None else None
+    else:
+        checkpoint = (run.join(posixpath.basename(result.checkpoint.path.rstrip("/"))).uri
+                      if result.checkpoint is not None else None)
+    return TrainResult(run_dir=run.uri, final_dir=final.uri if final_saved else None,
                        checkpoint_dir=checkpoint, step=int(value.get("step", 0)),
                        start_step=int(value.get("start_step", 0)), metrics=value.get("metrics", {}),
                        probe=value.get("probe"), wall_time_s=time.time() - start)
 
 
-def metrics_csv(run_dir: str | Path) -> Path:
-    return Path(run_dir) / METRICS_CSV
+def metrics_csv(run_dir: str) -> str:
+    """The metrics.csv of a run directory (an absolute path or a URI)."""
+    return storage.resolve(run_dir).join(METRICS_CSV).uri

@@ -26,16 +26,16 @@ def test_two_workers_killed_mid_checkpoint_resume_and_checkpoint_loads(ray_sessi
     result = fit(config)
 
     # rank 0 died (os._exit) half-way through writing checkpoint 4: the restart resumed from checkpoint 2
-    assert (result.run_dir / ".fault-injected-step-4").exists()
+    assert (Path(result.run_dir) / ".fault-injected-step-4").exists()
     assert result.start_step == 2 and result.step == 6
-    rows = read_metrics_csv(result.run_dir / "metrics.csv")
+    rows = read_metrics_csv(Path(result.run_dir) / "metrics.csv")
     steps = [(r["attempt"], r["step"]) for r in rows if r["split"] == "train"]
     assert steps == [("1", "1"), ("1", "2"), ("1", "3"), ("1", "4"), ("2", "3"), ("2", "4"), ("2", "5"), ("2", "6")]
 
     # every checkpoint Ray registered is complete; the reported one is the last step's
-    checkpoints = sorted(p for p in result.run_dir.glob("checkpoint_*") if p.is_dir())
+    checkpoints = sorted(p for p in Path(result.run_dir).glob("checkpoint_*") if p.is_dir())
     assert checkpoints and all(is_complete(c) for c in checkpoints)
-    assert result.checkpoint_dir.name == "checkpoint_00000006"
+    assert Path(result.checkpoint_dir).name == "checkpoint_00000006"
     state = TrainerState.read(result.checkpoint_dir)
     assert (state.step, state.attempt) == (6, 2)
 

@@ -25,7 +25,7 @@ def check(result, steps, eval_metrics):
     assert result.step == steps
     assert result.final_dir is not None and load_pretrained(result.final_dir) is not None
     assert result.checkpoint_dir is not None and is_complete(result.checkpoint_dir)
-    rows = read_metrics_csv(result.run_dir / "metrics.csv")
+    rows = read_metrics_csv(Path(result.run_dir) / "metrics.csv")
     assert [r["step"] for r in rows if r["split"] == "train"] == [str(s) for s in range(1, steps + 1)]
     evals = [r for r in rows if r["split"] == "eval"]
     assert evals and all(evals[-1][m] != "" for m in eval_metrics), evals
@@ -38,10 +38,10 @@ def test_mlm_and_resume(ray_session, tmp_path):
     first = run(tmp_path, "mlm", **kw)
     row = check(first, 4, ["bits_per_byte", "unigram_bits_per_byte", "accuracy"])
     assert 3.0 < float(row["unigram_bits_per_byte"]) < 6.0
-    assert (first.run_dir / "final" / "tokenizer_config.json").is_file()
+    assert (Path(first.run_dir) / "final" / "tokenizer_config.json").is_file()
     again = run(tmp_path, "mlm", **{**kw, "max_steps": 6, "resume": True})  # continues from checkpoint 4
     assert again.start_step == 4 and again.step == 6
-    rows = read_metrics_csv(again.run_dir / "metrics.csv")
+    rows = read_metrics_csv(Path(again.run_dir) / "metrics.csv")
     assert [r["attempt"] for r in rows if r["step"] == "5"] == ["2"]
     with pytest.raises(FileExistsError):
         run(tmp_path, "mlm", **kw)  # the same name without --resume never silently continues
@@ -88,6 +88,6 @@ def test_multimodal_autoencoding(ray_session, tmp_path):
     # evaluate-only (--max-steps 0) on the time hold-out of the same video
     evaluation = run(tmp_path, "multimodal-autoencoding", data=(clip,), holdout_fraction=0.3, clip_stride=2,
                      init_from=str(result.final_dir), max_steps=0, name="eval-only")
-    rows = read_metrics_csv(evaluation.run_dir / "metrics.csv")
+    rows = read_metrics_csv(Path(evaluation.run_dir) / "metrics.csv")
     assert [r["split"] for r in rows] == ["eval"] and float(rows[0]["clip_mean_psnr"]) > 0
     assert evaluation.metrics["eval_psnr"] == pytest.approx(float(rows[0]["psnr"]), rel=1e-4)

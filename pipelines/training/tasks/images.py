@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from perceiver_core.image_processor import IMAGENET_MEAN, IMAGENET_STD
+from pipelines import storage
 
 from .. import data
 from .base import StepOutput, Task, model_device
@@ -20,15 +21,26 @@ def image_size_for(config, model_config) -> int:
     return model_config.image_size if config.preset_name == "vision-learned" else 224
 
 
+def _open_image(path: str):
+    """A PIL image of a local path or a URI (object stores: read through ``pipelines.storage``)."""
+    import io
+
+    from PIL import Image
+
+    if storage.is_uri(path):
+        return Image.open(io.BytesIO(storage.resolve(path).read_bytes()))
+    return Image.open(path)
+
+
 def load_images_batch(batch: dict[str, np.ndarray], size: int, label2id: dict[str, int]) -> dict[str, np.ndarray]:
-    """Paths -> RGB (EXIF-rotated) images, shorter side resized to ``size`` and centre-cropped: (n, size, size, 3)
-    uint8, plus label ids. Unreadable images are dropped (and counted in ``skipped`` by the caller's logs)."""
+    """Paths or URIs -> RGB (EXIF-rotated) images, shorter side resized to ``size`` and centre-cropped:
+    (n, size, size, 3) uint8, plus label ids. Unreadable images are dropped (and named in the worker's log)."""
     from PIL import Image, ImageOps
 
     images, labels = [], []
     for path, label in zip(batch["path"], batch["label"]):
         try:
-            with Image.open(str(path)) as im:
+            with _open_image(str(path)) as im:
                 im = ImageOps.exif_transpose(im).convert("RGB")
                 scale = size / min(im.size)
                 w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
@@ -50,9 +62,8 @@ class ImageClassification(Task):
             return model_config
         rows = data.image_label_rows(config.data, config.label_column)
         names = data.read_label_names(config.label_names)
-        vocab = data.label_vocabulary([r["label"] for r in rows], names)
+        vocab = data.label_vocabulary([r["label"] for r in rows], names)  # (checks the labels against names)
         id2label = {i: n for i, n in enumerate(names)} if names else {i: v for v, i in vocab.items()}
-        self.label2id = vocab
         return model_config.replace(id2label=id2label, problem_type="single_label_classification")
 
     def build_datasets(self, config, model_config):
@@ -60,7 +71,8 @@ class ImageClassification(Task):
 
         size = image_size_for(config, model_config)
         stored = round(size * RESIZE_RATIO)
-        vocab = getattr(self, "label2id", None) or {n: i for i, n in model_config.labels.items()}
+        vocab = data.named_label_map([model_config.labels[i] for i in range(model_config.num_labels)]) \
+            if config.label_names else {n: i for i, n in model_config.labels.items()}
         out = {}
         for split, paths in (("train", config.data if config.max_steps else ()), ("val", config.eval_data)):
             if paths:

@@ -1,4 +1,11 @@
-"""Byte-level text tasks: masked language modelling (pretraining) and sequence classification."""
+"""Byte-level text tasks: masked language modelling (pretraining) and sequence classification.
+
+Nothing here makes a pass over the training corpus before step 1: the label set of a classification run and
+the baselines (the MLM's byte-unigram bits per byte, the majority-class accuracy) come from the first
+``config.sample_rows`` input rows of each split (lines of .txt, records of .jsonl / .parquet, in file order:
+``data.head_documents`` / ``data.head_labelled`` stop reading there), or from ``--label-names``, which needs
+no reading at all.
+"""
 
 from __future__ import annotations
 
@@ -33,25 +40,37 @@ def windows_batch(batch: dict[str, np.ndarray], seq_len: int, packing: str) -> d
     return {"ids": windows}
 
 
-def histogram_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {"counts": byte_histogram(batch["ids"])[None]}
-
-
 def encode_labelled_batch(batch: dict[str, np.ndarray], seq_len: int, label2id: dict[str, int]
                           ) -> dict[str, np.ndarray]:
     """``text`` + ``label`` -> ``[CLS] bytes [SEP]`` ids (n, seq_len) int16 padded with [PAD], label ids int64."""
     tokenizer = PerceiverTokenizer(model_max_length=seq_len)
     enc = tokenizer([str(t) for t in batch["text"]], padding="max_length", truncation=True, max_length=seq_len,
                     return_tensors="np")
-    labels = np.array([label2id[str(v)] for v in batch["label"]], dtype=np.int64)
+    try:
+        labels = np.array([label2id[str(v)] for v in batch["label"]], dtype=np.int64)
+    except KeyError as exc:
+        raise ValueError(f"label {exc.args[0]!r} is not in this run's label set ({len(set(label2id.values()))} "
+                         f"labels, from the first --sample-rows training rows or --label-names); give every "
+                         f"class with --label-names FILE or raise --sample-rows") from None
     return {"ids": np.asarray(enc["input_ids"], dtype=np.int16), "label": labels}
 
 
-def _sum_counts(ds) -> np.ndarray:
-    total = np.zeros(256)
-    for batch in ds.map_batches(histogram_batch, batch_format="numpy").iter_batches(batch_format="numpy"):
-        total += batch["counts"].sum(0)
-    return total
+def sample_counts(paths, config: TrainConfig, seq_len: int, packing: str) -> np.ndarray:
+    """Byte counts of the windows made from the first ``config.sample_rows`` documents of ``paths``."""
+    docs = data.head_documents(paths, config.text_column, config.sample_rows)
+    return byte_histogram(windows_batch({"text": docs}, seq_len, packing)["ids"])
+
+
+def sample_labels(paths, config: TrainConfig) -> np.ndarray:
+    """The labels (strings) of the first ``config.sample_rows`` rows of ``paths``."""
+    return data.head_labelled(paths, config.sample_rows, config.text_column, config.label_column)["label"]
+
+
+def label_map(config: TrainConfig, model_config: PerceiverConfig) -> dict[str, int]:
+    """Label string -> id for this run's model: its ``id2label`` names (plus integer ids with --label-names)."""
+    if config.label_names is not None:
+        return data.named_label_map([model_config.labels[i] for i in range(model_config.num_labels)])
+    return {name: i for i, name in model_config.labels.items()}
 
 
 # ---------------------------------------------------------------------------------------------- MLM
@@ -75,8 +94,10 @@ class MaskedLanguageModelling(Task):
     def baselines(self, config, model_config, datasets):
         if "val" not in datasets or "train" not in datasets:
             return {}
-        return {"unigram_bits_per_byte": unigram_bits_per_byte(_sum_counts(datasets["train"]),
-                                                               _sum_counts(datasets["val"]))}
+        seq_len = seq_len_for(config, model_config)
+        return {"unigram_bits_per_byte": unigram_bits_per_byte(
+            sample_counts(config.data, config, seq_len, config.packing),
+            sample_counts(config.eval_data, config, seq_len, "pack"))}
 
     def metric_names(self, config):
         return ["loss", "bits_per_byte", "accuracy", "unigram_bits_per_byte"]
@@ -122,16 +143,17 @@ class TextClassification(Task):
         if not config.max_steps:  # evaluate-only: the --init-from model's labels
             return model_config
         names = data.read_label_names(config.label_names)
-        values = data.read_labelled_text(config.data, config.text_column, config.label_column).unique("label")
-        vocab = data.label_vocabulary(values, names)
-        id2label = ({i: n for i, n in enumerate(names)} if names is not None
-                    else {i: v for v, i in vocab.items()})
-        self.label2id = vocab
+        if names is not None:  # every class is named: nothing to read
+            id2label = dict(enumerate(names))
+        else:
+            found = set(sample_labels(config.data, config))
+            if not found:
+                raise ValueError(f"no labelled rows in --data {list(config.data)}")
+            id2label = {i: v for v, i in data.label_vocabulary(found).items()}
         return model_config.replace(id2label=id2label, problem_type="single_label_classification")
 
     def build_datasets(self, config, model_config):
-        vocab = getattr(self, "label2id", None) or _vocab_from_config(model_config)
-        kwargs = {"seq_len": seq_len_for(config, model_config), "label2id": vocab}
+        kwargs = {"seq_len": seq_len_for(config, model_config), "label2id": label_map(config, model_config)}
         out = {}
         if config.data and config.max_steps:
             out["train"] = data.read_labelled_text(config.data, config.text_column, config.label_column) \
@@ -144,8 +166,14 @@ class TextClassification(Task):
     def baselines(self, config, model_config, datasets):
         if "val" not in datasets:
             return {}
-        counts = np.bincount(np.concatenate([b["label"] for b in datasets["val"].select_columns(["label"])
-                                             .iter_batches(batch_format="numpy")]))
+        mapping = label_map(config, model_config)
+        labels = sample_labels(config.eval_data, config)
+        unknown = sorted({str(v) for v in labels} - set(mapping))
+        if unknown:
+            raise ValueError(f"--eval-data labels {unknown[:5]} are not in this run's label set {sorted(mapping)[:20]}")
+        if not len(labels):
+            return {}
+        counts = np.bincount([mapping[str(v)] for v in labels])
         return {"majority_accuracy": float(counts.max() / counts.sum())}
 
     def metric_names(self, config):
@@ -170,10 +198,6 @@ class TextClassification(Task):
 
     def save_extras(self, directory, model_config):
         PerceiverTokenizer(model_max_length=model_config.max_position_embeddings).save_pretrained(directory)
-
-
-def _vocab_from_config(model_config: PerceiverConfig) -> dict[str, int]:
-    return {name: i for i, name in model_config.labels.items()}
 
 
 def classification_stats(loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:

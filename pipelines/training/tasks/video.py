@@ -9,12 +9,15 @@ reports PSNR beside the PSNR of predicting each clip's mean colour (and mean aud
 from __future__ import annotations
 
 import csv
+import io
+import posixpath
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from perceiver_core import PerceiverForMultimodalAutoencoding
+from pipelines import storage
 from pipelines.video_decode import ClipSpec, VideoDecodeError, iter_clips
 
 from .. import data
@@ -78,18 +81,19 @@ def decode_batch(batch: dict[str, np.ndarray], spec: dict, holdout_fraction: flo
 
 
 def video_rows(paths, label2id: dict[str, int]) -> list[dict]:
-    """(path, label id) rows; labels come from a labels.csv beside the videos (first column the file name,
-    second the label), unlabelled files get -1."""
-    files = data.expand_paths(paths, data.VIDEO_SUFFIXES)
+    """(path, label id) rows (paths: absolute local paths or URIs); labels come from a labels.csv beside the
+    videos (first column the file name, second the label), unlabelled files get -1."""
+    files = data.find_files(paths, data.VIDEO_SUFFIXES)
     labels: dict[str, str] = {}
-    for folder in {str(Path(f).parent) for f in files}:
-        csv_path = Path(folder) / LABELS_CSV
-        if csv_path.is_file():
-            with open(csv_path, newline="", encoding="utf-8") as fh:
-                for rec in csv.reader(fh):
-                    if len(rec) >= 2:
-                        labels[str(Path(folder) / rec[0])] = rec[1]
-    return [{"path": f, "label": label2id.get(labels.get(f, ""), -1)} for f in files]
+    folders = {f.uri.rsplit("/", 1)[0]: f for f in files}
+    for folder_uri, sample in sorted(folders.items()):
+        csv_loc = storage.Location(sample.fs, posixpath.dirname(sample.path) + "/" + LABELS_CSV,
+                                   f"{folder_uri}/{LABELS_CSV}")
+        if csv_loc.is_file():
+            for rec in csv.reader(io.StringIO(csv_loc.read_text(), newline="")):
+                if len(rec) >= 2:
+                    labels[f"{folder_uri}/{rec[0]}"] = rec[1]
+    return [{"path": f.uri, "label": label2id.get(labels.get(f.uri, ""), -1)} for f in files]
 
 
 class MultimodalAutoencoding(Task):
