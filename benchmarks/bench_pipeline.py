@@ -150,14 +150,12 @@ def bench_end_to_end(config, manifest: pa.Table) -> dict:
     from pipelines.runner import RunOptions, run_job
 
     c = config.common
-    job = build_job(config, manifest=manifest)
+    job = build_job(config, items=lambda: iter(manifest.to_pylist()))
     ray_runtime.configure_data_context(progress_bars=False)
     plan = ray_runtime.plan_compute(c.num_gpus, c.num_workers, c.cpus_per_worker)
-    job.read_cpus = c.read_cpus if c.read_cpus is not None else (
-        plan.num_cpus_per_worker if plan.device == "cpu" else 1.0)
     with TreeMemory() as memory:
         start = time.perf_counter()
-        summary = run_job(job, RunOptions(output_dir=c.output, plan=plan))
+        summary = run_job(job, RunOptions(output=c.output, plan=plan))
         wall = time.perf_counter() - start
     return {"clips": summary.counts["rows_ok"], "wall": wall, "peak_rss": memory.peak, "plan": plan.describe(),
             "complete": summary.complete}
@@ -201,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     config = config_from_args(build_parser().parse_args(cli))
     from jobs.video import build_job
 
-    job = build_job(config, manifest=corpus_manifest(files, 1))
+    job = build_job(config, items=lambda: iter(corpus_manifest(files, 1).to_pylist()))
     spec = job.read_kwargs["spec"]
     name = f"{args.preset}{'' if args.full else ' (tiny)'}"
     print(f"model: {name}; clip {spec.num_frames}x{spec.height}x{spec.width}, "

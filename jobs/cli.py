@@ -7,15 +7,25 @@
     perceiver-jobs train  ...            (from jobs.train, when installed)
 
 Each subcommand module has ``add_arguments(parser)`` and ``run(args, argv)``. Exit status: 0 when every
-input is accounted for (error rows included), 2 for bad flags or inputs, 1 when the job fails.
+input is accounted for (error rows included), 2 for bad flags or inputs, 1 when the job fails, 130 after
+Ctrl-C (SIGINT) and 143 after SIGTERM (``ray job stop``, Kubernetes, ``kill``).
+
+Interrupted jobs: a signal stops the job the way Ctrl-C does. The shards committed so far stay (each part
+file is whole or absent), the driver shuts down the Ray it started, and one line says how far it got; the
+same command resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import json
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 SUBCOMMANDS = {
     "video": ("jobs.video", "autoencode and/or classify video clips (multimodal Perceiver)"),
@@ -45,12 +55,81 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM, as KeyboardInterrupt is by SIGINT: every ``finally`` on the way
+    (commit log flush, Ray shutdown) runs, no ``except Exception`` swallows it, and Ray's own signal checks
+    (which only know KeyboardInterrupt) pass it on."""
+
+
+_received: list[int] = []  # the signals received while the job ran (Ray may re-raise a bare KeyboardInterrupt)
+
+
+def _interrupt(signum: int, frame) -> None:
+    _received.append(signum)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the clean-up short
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """While the job runs, SIGINT and SIGTERM raise ``Interrupted``; the previous handlers come back afterwards.
+
+    ``ray.init`` installs its own driver handler for SIGTERM (``sys.exit(signum)``), so once Ray runs a
+    SIGTERM arrives as ``SystemExit(15)``; ``main`` treats that the same way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _received.clear()
+    for sig in previous:
+        signal.signal(sig, _interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _signal_of(error: BaseException) -> int | None:
+    """The signal that stopped the job, or None when ``error`` is no interruption."""
+    if isinstance(error, KeyboardInterrupt):
+        return _received[0] if _received else signal.SIGINT
+    if isinstance(error, SystemExit) and error.code == signal.SIGTERM:  # Ray's driver SIGTERM handler
+        return signal.SIGTERM
+    return None
+
+
+def _progress(output: str | None) -> str:
+    """"; N of M shards committed; rerun ..." for a batch job's output, read back after the interruption."""
+    if output is None:  # train keeps its own checkpoints
+        return ""
+    return f"; {_committed(output)}; rerun the same command to resume"
+
+
+def _committed(output: str) -> str:
+    try:
+        from pipelines import commit, runner, storage, work_plan
+
+        out = storage.resolve(output)
+        try:
+            recorded = json.loads(out.join(runner.JOB_FILE).read_bytes())
+        except FileNotFoundError:
+            return "0 shards committed (interrupted while listing the inputs)"
+        total = work_plan.PlanInfo(**recorded["plan"]).num_shards
+        done = sum(1 for k in commit.committed_shards(out) if k < total)
+        return f"{done} of {total} shards committed"
+    except Exception as e:  # noqa: BLE001 - the message must still be printed
+        return f"progress unknown ({type(e).__name__}: {e})"
+
+
 def main(argv: list[str] | None = None) -> int:
     from jobs.common import UsageError
     from pipelines.labels import LabelsFileError
     from pipelines.model_workers import ModelLoadError
     from pipelines.ray_runtime import ResourceError
     from pipelines.runner import OutputError
+    from pipelines.storage import OutputWriteError, StorageError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -59,19 +138,35 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     module = args._module
     try:
-        if args.command == "train":
-            result = module.run(args)
-            return result if isinstance(result, int) else 0
-        summary = module.run(args, ["perceiver-jobs", *argv])
+        with _signals_interrupt():
+            if args.command == "train":
+                result = module.run(args)
+                return result if isinstance(result, int) else 0
+            summary = module.run(args, ["perceiver-jobs", *argv])
+    except (KeyboardInterrupt, SystemExit) as e:
+        signum = _signal_of(e)
+        if signum is None:
+            raise
+        name = signal.Signals(signum).name
+        output = getattr(args, "output", None) if args.command != "train" else None
+        print(f"perceiver-jobs {args.command}: interrupted ({name}){_progress(output)}", file=sys.stderr)
+        return 128 + signum
     except (UsageError, LabelsFileError, ModelLoadError, ResourceError, OutputError, FileNotFoundError,
-            NotADirectoryError) as e:
+            NotADirectoryError, StorageError) as e:
         print(f"perceiver-jobs {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OutputWriteError as e:
+        print(f"perceiver-jobs {args.command}: error: {e}; inputs not committed stay pending for a rerun",
+              file=sys.stderr)
+        return 1
     except ValueError as e:
         if "no inputs found" in str(e):  # manifest builders: empty folder / no matching files
             print(f"perceiver-jobs {args.command}: error: {e}", file=sys.stderr)
             return 2
         raise
+    if summary.all_failed:
+        print(f"perceiver-jobs {args.command}: error: {summary.failure_reason()}", file=sys.stderr)
+        return 1
     return 0 if summary.complete else 1
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipelines import ray_runtime
+from pipelines import ray_runtime, storage
 from pipelines.model_workers import ModelSpec
 from pipelines.runner import Job, RunOptions, prepare_run, run_job
 from pipelines.summary import Summary
@@ -31,7 +31,7 @@ class UsageError(ValueError):
 @dataclass(frozen=True)
 class CommonConfig:
     inputs: list[str]
-    output: Path
+    output: str  # a local path (made absolute) or a URI
     model: ModelSpec
     batch_size: int
     num_workers: int | None
@@ -50,7 +50,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_model: str | N
     g = parser.add_argument_group("common")
     g.add_argument("--input", nargs="+", required=True, metavar="PATH",
                    help="input files, folders or globs (quote globs)")
-    g.add_argument("--output", required=True, type=Path, help="output folder (Parquet parts + summary)")
+    g.add_argument("--output", required=True,
+                   help="output folder or URI (s3://bucket/prefix, gs://...): Parquet parts + summary")
     g.add_argument("--model", default=default_model,
                    help="transformers-format checkpoint directory, or a preset name with --random-init"
                         + (f" (default: {default_model})" if default_model else ""))
@@ -64,13 +65,16 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_model: str | N
                    help="GPUs to use (default: all the cluster has; 0 = CPU only; more than the cluster has "
                         "is an error)")
     g.add_argument("--address", default=None, help="attach to this Ray cluster (default: start a local one)")
+    g.add_argument("--s3-endpoint", default=None, metavar="URL",
+                   help="S3-compatible endpoint (MinIO, Ceph, R2); the same as setting AWS_ENDPOINT_URL")
     g.add_argument("--limit", type=int, default=None, help="only the first N inputs (manifest order)")
-    g.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per model actor")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="CPUs reserved per model actor; its decoding runs on them (in a background thread on GPU)")
     g.add_argument("--read-cpus", type=float, default=None,
-                   help="CPUs per read/decode task (default: 1 with GPUs; on CPU the same as --cpus-per-worker, "
-                        "which fuses reading into the model actors)")
-    g.add_argument("--commit-interval", type=float, default=60.0, metavar="SECONDS",
-                   help="write finished rows to a new part file at least this often (resume granularity)")
+                   help="decoder threads per actor (default: --cpus-per-worker)")
+    g.add_argument("--commit-interval", type=float, default=30.0, metavar="SECONDS",
+                   help="how often the driver appends workers' commit reports to the commit log (parts are "
+                        "committed by the workers as each shard finishes)")
     g.add_argument("--actor-start-timeout", type=float, default=600.0, metavar="SECONDS",
                    help="fail when model actors cannot start within this time")
     g.add_argument("--no-progress", action="store_true", help="hide Ray Data's progress bars")
@@ -85,11 +89,21 @@ def common_config(args: argparse.Namespace) -> CommonConfig:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    if args.s3_endpoint:
+        os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint  # read by pipelines.storage, passed to the workers
     model = args.model
-    if not args.random_init and not Path(model).exists() and (MODELS_DIR / model).is_dir():
+    if not args.random_init and not storage.is_uri(model) and not Path(model).exists() and \
+            (MODELS_DIR / model).is_dir():
         model = str(MODELS_DIR / model)  # a name of a model shipped in jobs/models
+    elif not args.random_init and not storage.is_uri(model) and Path(model).exists():
+        model = os.path.abspath(model)  # workers on other nodes use the path as is  # workers on other nodes use the path as is
+    try:
+        inputs = [i if storage.is_uri(i) else os.path.abspath(i) for i in args.input]
+        output = storage.resolve(args.output).uri
+    except storage.StorageError as e:
+        raise UsageError(str(e)) from e
     return CommonConfig(
-        inputs=list(args.input), output=Path(args.output), batch_size=args.batch_size,
+        inputs=inputs, output=output, batch_size=args.batch_size,
         model=ModelSpec(model, random_init=args.random_init, tiny=args.tiny, bf16=args.bf16),
         num_workers=args.num_workers, num_gpus=args.num_gpus, address=args.address, limit=args.limit,
         cpus_per_worker=args.cpus_per_worker, read_cpus=args.read_cpus,
@@ -97,13 +111,22 @@ def common_config(args: argparse.Namespace) -> CommonConfig:
         progress=not args.no_progress)
 
 
-def check_output(path: Path) -> None:
-    """Fail early when the output folder cannot be created or written (the runner re-checks by writing)."""
+def check_output(output: str) -> None:
+    """Fail early when the output cannot be used: an unknown scheme, a file, an unwritable folder."""
+    try:
+        loc = storage.resolve(output)
+    except storage.StorageError as e:
+        raise UsageError(str(e)) from e
+    if not loc.is_local:
+        return  # object stores: the runner proves it by writing a probe
+    path = Path(loc.path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--output {path} exists and is not a folder")
     probe_parent = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
     if not os.access(probe_parent, os.W_OK | os.X_OK):
-        raise UsageError(f"output folder {path} is not writable (no write permission on {probe_parent})")
+        read_only = bool(os.statvfs(probe_parent).f_flag & os.ST_RDONLY)
+        reason = "EROFS: read-only file system" if read_only else "no write permission"
+        raise UsageError(f"output folder {path} is not writable ({reason} on {probe_parent})")
 
 
 def apply_limit(manifest: pa.Table, limit: int | None) -> pa.Table:
@@ -111,31 +134,27 @@ def apply_limit(manifest: pa.Table, limit: int | None) -> pa.Table:
 
 
 def execute(job: Job, config: CommonConfig, command: list[str] | None) -> Summary:
-    """Start or attach to Ray (only when something is left to do), plan the model stage, run, report."""
-    pending, _ = prepare_run(job, config.output)
+    """Plan (list inputs, write the manifest), start or attach to Ray only when shards are pending, run,
+    report."""
+    prepared = prepare_run(job, config.output)
     started = False
     try:
         plan = None
-        if pending.num_rows:
+        if prepared.pending:
             import ray
 
             if config.address is None and not ray.is_initialized():
                 ray_runtime.check_local_gpus(config.num_gpus)  # before paying for a Ray start
-            started = ray_runtime.connect(config.address)
+            started = ray_runtime.connect(config.address, env=storage.worker_env())
             ray_runtime.configure_data_context(config.actor_start_timeout_s, progress_bars=config.progress)
             plan = ray_runtime.plan_compute(config.num_gpus, config.num_workers, config.cpus_per_worker)
-        if config.read_cpus is not None:
-            job.read_cpus = config.read_cpus
-        elif plan is not None:
-            job.read_cpus = plan.num_cpus_per_worker if plan.device == "cpu" else 1.0
-        run = RunOptions(output_dir=config.output, plan=plan, commit_interval_s=config.commit_interval_s,
-                         max_concurrent_calls=2 if plan is not None and plan.device == "cuda" else None)
-        summary = run_job(job, run, command=command)
+        run = RunOptions(output=config.output, plan=plan, commit_interval_s=config.commit_interval_s)
+        summary = run_job(job, run, command=command, prepared=prepared)
     finally:
         if started:
             import ray
 
             ray.shutdown()
     print(summary.table())
-    print(f"output: {config.output}  (summary: {config.output / '_summary.json'})")
+    print(f"output: {config.output}  (summary: {config.output.rstrip('/')}/_summary.json)")
     return summary

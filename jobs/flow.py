@@ -1,22 +1,25 @@
-"""``perceiver-jobs flow``: optical flow with the Perceiver over frame-pair datasets or consecutive video frames.
+"""``perceiver-jobs flow``: optical flow with the Perceiver over frame-pair datasets or consecutive video
+frames.
 
     perceiver-jobs flow --input Sintel/training/clean --output out/flow --model optical-flow-perceiver/
     perceiver-jobs flow --input clips/*.mp4 --output out/vflow --max-pairs 10 --pictures ...
+    perceiver-jobs flow --input s3://bucket/Sintel/training --output s3://bucket/out/flow ...
 
 Folders are searched for frame pairs in the Sintel, KITTI, Middlebury and FlyingChairs layouts (else any
 folder of images gives consecutive pairs), with ground truth when present (``.flo``, KITTI 16-bit PNG with
-its validity channel; Middlebury's unknown-flow marker is masked). Video files give pairs of consecutive
-frames. Frames of any size work: the model runs on overlapping tiles of its training size, blended.
-Output: one row per pair (``pipelines.schemas.FLOW``); the flow itself is a sidecar ``.flo`` file under
-``<output>/_flow/`` (Middlebury format: float32 (u, v) in pixels), named in ``flow_path``.
+its validity channel; Middlebury's unknown-flow marker is masked). Video files (and globs of them) give pairs
+of consecutive frames. Inputs and output may be local or URIs. Frames of any size work: the model runs on
+overlapping tiles of its training size, blended. Output: one row per pair (``pipelines.schemas.FLOW``); the
+flow itself is a sidecar ``.flo`` file under ``<output>/_flow/`` (Middlebury format: float32 (u, v) in
+pixels), named in ``flow_path``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 
@@ -24,15 +27,14 @@ from jobs.common import (
     CommonConfig,
     UsageError,
     add_common_arguments,
-    apply_limit,
     check_output,
     common_config,
     execute,
 )
 
-MANIFEST_SCHEMA = pa.schema([("id", pa.string()), ("kind", pa.string()), ("path", pa.string()),
-                             ("path2", pa.string()), ("flow_path", pa.string()), ("flow_format", pa.string()),
-                             ("layout", pa.string())])
+ITEM_SCHEMA = pa.schema([("id", pa.string()), ("kind", pa.string()), ("path", pa.string()),
+                         ("path2", pa.string()), ("flow_path", pa.string()), ("flow_format", pa.string()),
+                         ("layout", pa.string()), ("relpath", pa.string()), ("size_bytes", pa.int64())])
 
 
 @dataclass(frozen=True)
@@ -71,34 +73,85 @@ def config_from_args(args: argparse.Namespace) -> FlowConfig:
                       tiles_per_call=args.tiles_per_call, pictures=args.pictures)
 
 
-def build_manifest(inputs: list[str]) -> pa.Table:
-    """Video files become one row each (kind "video"); folders are searched for frame pairs (kind "pair")."""
-    from pipelines import manifest as manifests
+@dataclass(frozen=True)
+class _Input:
+    """One --input, classified before any listing: a frame-pair folder, or video files (a file or a glob)."""
 
-    rows: list[dict] = []
-    for item in inputs:
-        path = Path(item)
-        is_video = path.is_file() and path.suffix.lower() in manifests.VIDEO_EXTENSIONS
-        if is_video or manifests.glob.has_magic(item):
-            videos = manifests.video_manifest(item)
-            rows += [{"id": r["id"], "kind": "video", "path": r["path"], "path2": None, "flow_path": None,
-                      "flow_format": None, "layout": "video"} for r in videos.to_pylist()]
-        elif path.is_dir():
-            pairs = manifests.flow_manifest(path)
-            rows += [{"id": r["id"], "kind": "pair", "path": r["frame1_path"], "path2": r["frame2_path"],
-                      "flow_path": r["flow_path"], "flow_format": r["flow_format"], "layout": r["layout"]}
-                     for r in pairs.to_pylist()]
-        elif path.exists():
-            raise UsageError(f"{item}: give a folder of frames or a video file")
+    text: str
+    kind: str  # "pairs" or "videos"
+
+
+def classify_inputs(inputs: list[str]) -> list[_Input]:
+    """Decide what each input is (one metadata request each). Folders give frame pairs, video files and globs
+    give videos; anything else is refused here, before the output folder is touched."""
+    import glob
+
+    from pipelines import storage
+    from pipelines.manifest import VIDEO_EXTENSIONS
+
+    out: list[_Input] = []
+    folders: list[storage.Location] = []
+    for text in inputs:
+        if glob.has_magic(text.split("://", 1)[-1]):
+            out.append(_Input(text, "videos"))
+            continue
+        loc = storage.resolve(text)
+        kind = loc.info().type
+        if kind == storage.pafs.FileType.Directory:
+            for other in folders:  # the same pairs twice would be two inputs each
+                if other.fs.type_name == loc.fs.type_name and _nested(loc.path, other.path):
+                    raise UsageError(f"inputs {other.uri} and {loc.uri} overlap; "
+                                     "pass each dataset folder once")
+            folders.append(loc)
+            out.append(_Input(text, "pairs"))
+        elif kind == storage.pafs.FileType.File:
+            if not any(loc.path.lower().endswith(ext) for ext in VIDEO_EXTENSIONS):
+                raise UsageError(f"{loc.uri}: give a folder of frames or a video file")
+            out.append(_Input(text, "videos"))
         else:
-            raise FileNotFoundError(f"input path does not exist: {item}")
-    ids = [r["id"] for r in rows]
-    if len(set(ids)) != len(ids):
-        raise UsageError("two inputs give the same pair id; pass each dataset folder once")
-    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+            raise FileNotFoundError(f"input path does not exist: {loc.uri}")
+    return out
 
 
-def build_job(config: FlowConfig):
+def _nested(a: str, b: str) -> bool:
+    a, b = a.rstrip("/") + "/", b.rstrip("/") + "/"
+    return a.startswith(b) or b.startswith(a)
+
+
+def flow_items(inputs: list[str], exclude: str | None = None) -> Iterator[dict]:
+    """Manifest rows (``ITEM_SCHEMA``), streamed: one per frame pair found in a folder (kind "pair", one
+    folder's pairs held at a time) or per video file (kind "video", listed like the video job's inputs).
+
+    Ids follow ``pipelines.listing``: sha1 of the path relative to its input root (the pair's frame 1
+    without extension), with the input's position in the key when there are several inputs."""
+    from pipelines import listing
+    from pipelines.flow_data import iter_flow_pairs
+    from pipelines.manifest import VIDEO_EXTENSIONS
+
+    classified = classify_inputs(inputs)
+    for index, item in enumerate(classified):
+        if item.kind == "videos":
+            for found in listing.iter_files([item.text], VIDEO_EXTENSIONS, exclude=exclude):
+                yield {"id": listing.file_id(found.relpath, index, len(classified)), "kind": "video",
+                       "path": listing.display(found.uri), "path2": None, "flow_path": None,
+                       "flow_format": None, "layout": "video", "relpath": found.relpath,
+                       "size_bytes": found.entry.size}
+            continue
+        count = 0
+        for pair in iter_flow_pairs(item.text, exclude=exclude):
+            count += 1
+            yield {"id": listing.file_id(pair.pair_id, index, len(classified)), "kind": "pair",
+                   "path": listing.display(pair.frame1_path), "path2": listing.display(pair.frame2_path),
+                   "flow_path": None if pair.flow_path is None else listing.display(pair.flow_path),
+                   "flow_format": pair.flow_format, "layout": pair.layout, "relpath": pair.pair_id,
+                   "size_bytes": None}
+        if count == 0:
+            raise ValueError(f"no inputs found under {item.text}: no frame pairs in any known layout")
+
+
+def build_job(config: FlowConfig, items=None):
+    """Validate the inputs' kinds and the model (no Ray yet) and describe the job; the pairs are listed when
+    the job runs. ``items`` overrides --input (benchmarks)."""
     from perceiver_core import PerceiverForOpticalFlow
     from pipelines import schemas
     from pipelines.model_workers import validate_model
@@ -107,16 +160,21 @@ def build_job(config: FlowConfig):
 
     c = config.common
     check_output(c.output)
-    manifest = apply_limit(build_manifest(c.inputs), c.limit)
+    if items is None:
+        classify_inputs(c.inputs)  # refuse a bad input now, before the output folder is created
+        items = functools.partial(flow_items, c.inputs, exclude=c.output)
     validate_model(c.model, [PerceiverForOpticalFlow])
-    options = {"model": c.model.describe(), "max_pairs": config.max_pairs, "stride": config.stride,
-               "gap": config.gap, "video_stream": config.video_stream, "tile_overlap": config.tile_overlap}
+    options = {"inputs": c.inputs, "model": c.model.describe(), "max_pairs": config.max_pairs,
+               "stride": config.stride, "gap": config.gap, "video_stream": config.video_stream,
+               "tile_overlap": config.tile_overlap, "limit": c.limit}
     threads = max(1, int(c.read_cpus or c.cpus_per_worker))
-    return Job(name="flow", schema=schemas.FLOW, manifest=manifest, read_fn=read_flow_inputs,
+    return Job(name="flow", schema=schemas.FLOW, items=items, item_schema=ITEM_SCHEMA,
+               read_fn=read_flow_inputs,
                read_kwargs={"max_pairs": config.max_pairs, "stride": config.stride, "gap": config.gap,
                             "video_stream": config.video_stream, "decode_threads": threads},
-               worker_cls=FlowWorker, model=c.model, batch_size=c.batch_size, rows_per_read_task=1,
-               worker_kwargs={"output_dir": os.fspath(c.output.resolve()), "tile_overlap": config.tile_overlap,
+               worker_cls=FlowWorker, model=c.model, batch_size=c.batch_size, max_shard_size=64,
+               limit=c.limit,
+               worker_kwargs={"output_dir": c.output, "tile_overlap": config.tile_overlap,
                               "tiles_per_call": config.tiles_per_call, "pictures": config.pictures},
                options=options)
 

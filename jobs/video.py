@@ -13,18 +13,22 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 from jobs.common import (
     MODELS_DIR,
     CommonConfig,
     UsageError,
     add_common_arguments,
-    apply_limit,
     check_output,
     common_config,
     execute,
 )
 
 DEFAULT_MODEL = "multimodal-tiny"
+
+ITEM_SCHEMA = pa.schema([("id", pa.string()), ("path", pa.string()), ("relpath", pa.string()),
+                         ("size_bytes", pa.int64()), ("label_index", pa.int32())])
 
 
 @dataclass(frozen=True)
@@ -74,35 +78,45 @@ def config_from_args(args: argparse.Namespace) -> VideoConfig:
                        save_latents=args.save_latents)
 
 
-def build_job(config: VideoConfig, manifest=None):
-    """Validate inputs, labels and model (no Ray yet) and describe the job. ``manifest`` overrides --input
-    (the benchmark passes a corpus of repeated files)."""
+def video_items(inputs: list[str], labels_map: dict[str, int] | None, exclude: str | None = None):
+    """Manifest rows (``ITEM_SCHEMA``) for the video files under ``inputs``, streamed."""
+    from pipelines import labels, listing
+    from pipelines.manifest import VIDEO_EXTENSIONS
+
+    for found in listing.iter_files(inputs, VIDEO_EXTENSIONS, exclude=exclude):
+        yield {"id": found.id, "path": listing.display(found.uri), "relpath": found.relpath,
+               "size_bytes": found.entry.size, "label_index": labels.label_for(labels_map, found.relpath)}
+
+
+def build_job(config: VideoConfig, items=None):
+    """Validate labels and model (no Ray yet) and describe the job; the inputs are listed when the job runs.
+    ``items`` overrides --input (the benchmarks pass a synthetic corpus)."""
     from perceiver_core import PerceiverForMultimodalAutoencoding
     from pipelines import labels, schemas
-    from pipelines import manifest as manifests
     from pipelines.model_workers import validate_model
     from pipelines.runner import Job
     from pipelines.stages.video import VideoWorker, clip_spec_for, decode_videos
 
     c = config.common
     check_output(c.output)
-    if manifest is None:
-        manifest = apply_limit(manifests.video_manifest(c.inputs), c.limit)
+    if items is None:
         mapping = labels.read_labels(config.labels_file, config.label_column) if config.labels_file else None
-        manifest = labels.attach_labels(manifest, mapping)
+        items = lambda: video_items(c.inputs, mapping, exclude=c.output)
     model_config = validate_model(c.model, [PerceiverForMultimodalAutoencoding])
     spec = clip_spec_for(model_config, max_clips=config.clips_per_video, video_stream=config.video_stream,
                          audio_stream=config.audio_stream, decode_threads=max(1, int(c.read_cpus or c.cpus_per_worker)))
     schema = schemas.VIDEO
     if config.save_latents:
         schema = schemas.with_latents(schema, (model_config.num_latents, model_config.d_latents))
-    options = {"task": config.task, "model": c.model.describe(), "clips_per_video": config.clips_per_video,
-               "video_stream": config.video_stream, "audio_stream": config.audio_stream, "top_k": config.top_k,
-               "save_latents": config.save_latents}
-    return Job(name="video", schema=schema, manifest=manifest, read_fn=decode_videos, read_kwargs={"spec": spec},
-               worker_cls=VideoWorker, model=c.model, batch_size=c.batch_size, rows_per_read_task=1,
+    options = {"inputs": c.inputs, "task": config.task, "model": c.model.describe(),
+               "clips_per_video": config.clips_per_video, "video_stream": config.video_stream,
+               "audio_stream": config.audio_stream, "top_k": config.top_k, "save_latents": config.save_latents,
+               "limit": c.limit}
+    return Job(name="video", schema=schema, items=items, item_schema=ITEM_SCHEMA, read_fn=decode_videos,
+               read_kwargs={"spec": spec}, worker_cls=VideoWorker, model=c.model, batch_size=c.batch_size,
+               max_shard_size=64, limit=c.limit,
                worker_kwargs={"task": config.task, "k": config.top_k, "chunk_size": config.chunk_size,
-                              "output_dir": str(c.output.resolve()), "pictures": config.pictures,
+                              "output_dir": c.output, "pictures": config.pictures,
                               "picture_frames": config.picture_frames, "save_latents": config.save_latents},
                options=options)
 

@@ -22,15 +22,21 @@ Layouts found by `discover_flow_pairs` (one `FlowPair` per image pair, `layout` 
                    00001_img1.ppm + 00001_img2.ppm (+ 00001_flow.flo)
     "frames"       any other folder of >= 2 images: consecutive pairs in natural sort order, no GT
 Folders holding masks or GT images (occlusions, invalid, flow_occ, ...) are not searched for frames.
+
+Every path may be local or a URI (``s3://...``): discovery walks through ``pipelines.storage``
+(``iter_flow_pairs`` streams the pairs folder by folder) and the readers fetch bytes through it.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import posixpath
 import re
 import struct
+import unicodedata
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +47,7 @@ import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_png
 
+from pipelines import storage
 from pipelines.image_io import load_image
 from pipelines.video_decode import VideoDecodeError, VideoSource, open_video, select_streams
 
@@ -65,8 +72,9 @@ class FlowFormatError(ValueError):
 
 
 def read_flo(path: str | os.PathLike) -> np.ndarray:
-    """Read a .flo file -> (H, W, 2) float32, values as stored (unknown markers kept, see `flo_valid`)."""
-    data = Path(path).read_bytes()
+    """Read a .flo file (local path or URI) -> (H, W, 2) float32, values as stored (unknown markers kept, see
+    `flo_valid`)."""
+    data = storage.resolve(path).read_bytes()
     if len(data) < 12:
         raise FlowFormatError(f"{path}: {len(data)} bytes, too short for a .flo header (12 bytes)")
     magic = struct.unpack("<f", data[:4])[0]
@@ -81,14 +89,18 @@ def read_flo(path: str | os.PathLike) -> np.ndarray:
     return np.frombuffer(data, dtype="<f4", offset=12).reshape(height, width, 2).astype(np.float32)
 
 
-def write_flo(path: str | os.PathLike, flow: np.ndarray) -> None:
-    """Write (H, W, 2) flow as a .flo file (float32 little-endian)."""
+def flo_bytes(flow: np.ndarray) -> bytes:
+    """(H, W, 2) flow -> the bytes of a .flo file (Middlebury: magic, width, height, float32 little-endian)."""
     flow = np.asarray(flow)
     if flow.ndim != 3 or flow.shape[2] != 2:
         raise ValueError(f"flow must be (H, W, 2), got {flow.shape}")
     height, width = flow.shape[:2]
-    header = struct.pack("<fii", FLO_MAGIC, width, height)
-    Path(path).write_bytes(header + np.ascontiguousarray(flow, dtype="<f4").tobytes())
+    return struct.pack("<fii", FLO_MAGIC, width, height) + np.ascontiguousarray(flow, dtype="<f4").tobytes()
+
+
+def write_flo(path: str | os.PathLike, flow: np.ndarray) -> None:
+    """Write (H, W, 2) flow as a .flo file (float32 little-endian)."""
+    Path(path).write_bytes(flo_bytes(flow))
 
 
 def flo_valid(flow: np.ndarray) -> np.ndarray:
@@ -97,9 +109,9 @@ def flo_valid(flow: np.ndarray) -> np.ndarray:
 
 
 def read_kitti_flow_png(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read KITTI flow GT -> (flow (H, W, 2) float32, valid (H, W) bool); flow is as decoded
-    ((0 - 2**15) / 64 = -512 where invalid)."""
-    data = Path(path).read_bytes()
+    """Read KITTI flow GT (local path or URI) -> (flow (H, W, 2) float32, valid (H, W) bool); flow is as
+    decoded ((0 - 2**15) / 64 = -512 where invalid)."""
+    data = storage.resolve(path).read_bytes()
     try:
         image = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
     except RuntimeError as e:
@@ -141,8 +153,9 @@ def write_kitti_flow_png(path: str | os.PathLike, flow: np.ndarray, valid: np.nd
 
 @dataclass(frozen=True)
 class FlowPair:
-    """Two frames (and optional GT) found on disk. pair_id: frame 1's path relative to the searched
-    root, without extension (stable across runs). flow_format: "flo", "kitti_png" or None."""
+    """Two frames (and optional GT) found on some filesystem. pair_id: frame 1's path relative to the searched
+    root, without extension (stable across runs and mounts). Paths are absolute local paths or URIs (what
+    ``storage.resolve`` takes). flow_format: "flo", "kitti_png" or None."""
 
     pair_id: str
     frame1_path: str
@@ -167,37 +180,102 @@ _KITTI = re.compile(r"^(\d{6})_10\.png$")
 _SINTEL = re.compile(r"^frame_(\d+)\.png$")
 _MIDDLEBURY = re.compile(r"^frame(\d+)\.png$")
 _DIGITS = re.compile(r"(\d+)")
+_LISTINGS_KEPT = 64  # folder listings cached for GT look-ups on object stores
 
 
 def _natural_key(name: str) -> list[object]:
     return [int(part) if part.isdigit() else part for part in _DIGITS.split(name)]
 
 
-def _first_existing(*candidates: Path) -> Path | None:
-    return next((c for c in candidates if c.is_file()), None)
-
-
-def _flow_format(path: Path | None) -> str | None:
-    if path is None:
+def _flow_format(loc: storage.Location | None) -> str | None:
+    if loc is None:
         return None
-    return "kitti_png" if path.suffix.lower() == ".png" else "flo"
+    return "kitti_png" if loc.path.lower().endswith(".png") else "flo"
+
+
+def _parent(loc: storage.Location | None) -> storage.Location | None:
+    """The folder holding ``loc``; None above a filesystem's or bucket's root (no GT is looked up there)."""
+    if loc is None:
+        return None
+    if loc.is_local:
+        parent = os.path.dirname(loc.path)
+        return None if parent == loc.path else storage.Location(loc.fs, parent, parent)
+    path = loc.path.rstrip("/")
+    parent = posixpath.dirname(path)
+    if not parent or parent == path:
+        return None
+    return storage.Location(loc.fs, parent, loc.uri.rstrip("/").rsplit("/", 1)[0])
+
+
+def _inside(path: str, folder: str) -> bool:
+    folder = folder.rstrip("/" + os.sep)
+    return path == folder or path.startswith((folder + "/", folder + os.sep))
+
+
+def _relpath(loc: storage.Location, root: storage.Location) -> str:
+    """``loc`` relative to ``root``, "/"-separated, NFC, undecodable bytes escaped (as ``listing`` ids)."""
+    if loc.is_local:
+        rel = os.path.relpath(loc.path, root.path).replace(os.sep, "/")
+    else:
+        rel = posixpath.relpath(loc.path, root.path)
+    rel = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return unicodedata.normalize("NFC", rel)
+
+
+class _FileProbe:
+    """Is there a file at this location? Locally a stat; on object stores a lookup in the folder's listing,
+    fetched once and cached (GT folders such as Sintel's ``flow/<scene>`` serve a whole scene's pairs), so
+    discovery costs one listing per folder instead of one request per candidate file."""
+
+    def __init__(self) -> None:
+        self._listings: OrderedDict[str, frozenset[str]] = OrderedDict()
+
+    def remember(self, folder: storage.Location, names: list[str]) -> None:
+        if not folder.is_local:
+            self._keep(folder.path, frozenset(names))
+
+    def _keep(self, key: str, names: frozenset[str]) -> frozenset[str]:
+        self._listings[key] = names
+        self._listings.move_to_end(key)
+        while len(self._listings) > _LISTINGS_KEPT:
+            self._listings.popitem(last=False)
+        return names
+
+    def is_file(self, loc: storage.Location) -> bool:
+        if loc.is_local:
+            return os.path.isfile(loc.path)
+        folder = _parent(loc)
+        if folder is None:
+            return False
+        names = self._listings.get(folder.path)
+        if names is None:
+            names = self._keep(folder.path, frozenset(name for name, _ in storage.list_names(folder)))
+        return loc.name in names
+
+    def first(self, *candidates: storage.Location | None) -> storage.Location | None:
+        return next((c for c in candidates if c is not None and self.is_file(c)), None)
+
+
+def _join(folder: storage.Location | None, *parts: str) -> storage.Location | None:
+    return None if folder is None else folder.join(*parts)
 
 
 class _PairCollector:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: storage.Location) -> None:
         self.root = root
         self.pairs: list[FlowPair] = []
 
-    def add(self, frame1: Path, frame2: Path, flow: Path | None, layout: str) -> None:
-        pair_id = frame1.relative_to(self.root).with_suffix("").as_posix()
-        self.pairs.append(
-            FlowPair(pair_id, str(frame1), str(frame2), None if flow is None else str(flow), _flow_format(flow), layout)
-        )
+    def add(self, frame1: storage.Location, frame2: storage.Location, flow: storage.Location | None,
+            layout: str) -> None:
+        pair_id = posixpath.splitext(_relpath(frame1, self.root))[0]
+        self.pairs.append(FlowPair(pair_id, frame1.uri, frame2.uri, None if flow is None else flow.uri,
+                                   _flow_format(flow), layout))
 
 
-def _scan_dir(folder: Path, names: list[str], out: _PairCollector) -> None:
-    """Add every pair found among the files `names` of one folder."""
+def _scan_dir(folder: storage.Location, names: list[str], out: _PairCollector, probe: _FileProbe) -> None:
+    """Add every pair found among the files ``names`` (sorted) of one folder."""
     remaining = set(names)
+    probe.remember(folder, names)
 
     def take(*files: str) -> None:
         remaining.difference_update(files)
@@ -210,25 +288,27 @@ def _scan_dir(folder: Path, names: list[str], out: _PairCollector) -> None:
         else:
             continue
         if second in remaining:
-            out.add(folder / name, folder / second, _first_existing(folder / gt), "flyingchairs")
+            out.add(folder.join(name), folder.join(second), probe.first(folder.join(gt)), "flyingchairs")
             take(name, second)
     for name in names:  # KITTI image_2 / colored_0
         if (m := _KITTI.match(name)) and f"{m[1]}_11.png" in remaining:
             gt = None
             if folder.name in ("image_2", "colored_0"):
-                gt = _first_existing(folder.parent / "flow_occ" / name, folder.parent / "flow_noc" / name)
-            out.add(folder / name, folder / f"{m[1]}_11.png", gt, "kitti")
+                parent = _parent(folder)
+                gt = probe.first(_join(parent, "flow_occ", name), _join(parent, "flow_noc", name))
+            out.add(folder.join(name), folder.join(f"{m[1]}_11.png"), gt, "kitti")
             take(name, f"{m[1]}_11.png")
-    flat = {n.lower(): n for n in remaining}
+    flat = {n.lower(): n for n in sorted(remaining)}
     if "flow_gt.png" in flat or "flow_gt.flo" in flat:  # flat sample: frame1 / frame2 / flow_gt
         firsts = [n for low, n in flat.items() if low.startswith("frame1.")]
         seconds = [n for low, n in flat.items() if low.startswith("frame2.")]
         if firsts and seconds:
             gt_name = flat.get("flow_gt.png") or flat["flow_gt.flo"]
             layout = "kitti" if gt_name.lower().endswith(".png") else "frames"
-            out.add(folder / firsts[0], folder / seconds[0], folder / gt_name, layout)
+            out.add(folder.join(firsts[0]), folder.join(seconds[0]), folder.join(gt_name), layout)
             take(firsts[0], seconds[0], gt_name)
-    images = sorted((n for n in remaining if Path(n).suffix.lower() in IMAGE_EXTENSIONS), key=_natural_key)
+    images = sorted((n for n in remaining if posixpath.splitext(n)[1].lower() in IMAGE_EXTENSIONS),
+                    key=_natural_key)
     if len(images) < 2:
         return
     for pattern, layout in ((_SINTEL, "sintel"), (_MIDDLEBURY, "middlebury")):
@@ -236,40 +316,79 @@ def _scan_dir(folder: Path, names: list[str], out: _PairCollector) -> None:
         if len(numbered) == len(images):
             for k in sorted(numbered):
                 if k + 1 in numbered:
-                    out.add(folder / numbered[k], folder / numbered[k + 1], _gt_for(folder, numbered[k], layout), layout)
+                    gt = _gt_for(folder, numbered[k], layout, probe)
+                    out.add(folder.join(numbered[k]), folder.join(numbered[k + 1]), gt, layout)
             return
     for first, second in itertools.pairwise(images):
-        out.add(folder / first, folder / second, None, "frames")
+        out.add(folder.join(first), folder.join(second), None, "frames")
 
 
-def _gt_for(folder: Path, frame_name: str, layout: str) -> Path | None:
+def _gt_for(folder: storage.Location, frame_name: str, layout: str,
+            probe: _FileProbe) -> storage.Location | None:
+    parent = _parent(folder)
     if layout == "sintel":
-        flo = Path(frame_name).with_suffix(".flo").name
-        return _first_existing(folder.parent.parent / "flow" / folder.name / flo, folder.parent / "flow" / folder.name / flo)
+        flo = posixpath.splitext(frame_name)[0] + ".flo"
+        return probe.first(_join(_parent(parent), "flow", folder.name, flo),
+                           _join(parent, "flow", folder.name, flo))
     flo = "flow" + _MIDDLEBURY.match(frame_name)[1] + ".flo"
-    return _first_existing(folder / flo, folder.parent.parent / "other-gt-flow" / folder.name / flo)
+    return probe.first(folder.join(flo), _join(_parent(parent), "other-gt-flow", folder.name, flo))
 
 
-def discover_flow_pairs(root: str | os.PathLike) -> list[FlowPair]:
-    """Find every frame pair under `root` (recursively), sorted by pair_id; see the module docstring.
+def iter_flow_pairs(root: str | os.PathLike | storage.Location,
+                    exclude: str | storage.Location | None = None) -> Iterator[FlowPair]:
+    """Every frame pair under ``root`` (a local path, a URI or a ``Location``), streamed folder by folder.
+
+    Files come from ``storage.walk_files`` (sorted, hidden names skipped); a folder is scanned once the walk
+    has left it, so memory holds the file names of the folders on the current path, never the whole tree.
+    Folders named in ``NON_FRAME_DIRS`` below the root (masks, GT images) and everything under ``exclude``
+    (the job's output) are never scanned for frames. Pairs of one folder come sorted by pair_id; the
+    folder order is the walk's (deterministic).
+
+    Raises FileNotFoundError if ``root`` does not exist and NotADirectoryError if it is a file.
+    """
+    root = root if isinstance(root, storage.Location) else storage.resolve(root)
+    kind = root.info().type
+    if kind == storage.pafs.FileType.NotFound:
+        raise FileNotFoundError(f"flow data root does not exist: {root.uri}")
+    if kind != storage.pafs.FileType.Directory:
+        raise NotADirectoryError(f"flow data root is not a folder: {root.uri}")
+    if isinstance(exclude, str):
+        exclude = storage.resolve(exclude)
+    skip = exclude.path if exclude is not None and exclude.fs.type_name == root.fs.type_name else None
+    probe = _FileProbe()
+    open_folders: dict[str, tuple[storage.Location, list[str]]] = {}  # on the walk's path, outermost first
+
+    def scan(folder: storage.Location, names: list[str]) -> list[FlowPair]:
+        out = _PairCollector(root)
+        _scan_dir(folder, names, out, probe)
+        return sorted(out.pairs, key=lambda p: p.pair_id)
+
+    for entry in storage.walk_files(root):
+        loc = entry.location
+        if skip is not None and _inside(loc.path, skip):
+            continue
+        if any(part in NON_FRAME_DIRS for part in _relpath(loc, root).split("/")[:-1]):
+            continue
+        folder = _parent(loc)
+        for key in [k for k in open_folders if not _inside(folder.path, k)]:  # the walk has left these
+            yield from scan(*open_folders.pop(key))
+        open_folders.setdefault(folder.path, (folder, []))[1].append(loc.name)
+    for key in reversed(list(open_folders)):
+        yield from scan(*open_folders.pop(key))
+
+
+def discover_flow_pairs(root: str | os.PathLike | storage.Location) -> list[FlowPair]:
+    """Find every frame pair under `root` (recursively, any filesystem), sorted by pair_id; see the module
+    docstring and ``iter_flow_pairs`` (which streams them).
 
     Raises FileNotFoundError if `root` does not exist and NotADirectoryError if it is a file.
     Returns an empty list when nothing is found (the manifest builder turns that into an error).
     """
-    root = Path(root)
-    if not root.exists():
-        raise FileNotFoundError(f"flow data root does not exist: {root}")
-    if not root.is_dir():
-        raise NotADirectoryError(f"flow data root is not a folder: {root}")
-    out = _PairCollector(root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in NON_FRAME_DIRS)
-        _scan_dir(Path(dirpath), sorted(f for f in filenames if not f.startswith(".")), out)
-    return sorted(out.pairs, key=lambda p: p.pair_id)
+    return sorted(iter_flow_pairs(root), key=lambda p: p.pair_id)
 
 
 def load_pair(pair: FlowPair) -> LoadedPair:
-    """Decode a pair. Unknown / invalid GT pixels get flow 0 and valid False.
+    """Decode a pair (paths local or URIs). Unknown / invalid GT pixels get flow 0 and valid False.
 
     Raises `image_io.ImageDecodeError` for bad images and `FlowFormatError` for bad GT or when
     the GT or the second frame does not match frame 1's size.

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pipelines import storage
+
 IMAGE_ERROR_REASONS = (
     "not_found",  # no such file
     "empty_file",  # 0 bytes
@@ -63,6 +65,15 @@ def _open(source: ImageSource) -> tuple[Image.Image, str]:
         if len(source) == 0:
             raise ImageDecodeError("empty_file", name)
         fp: io.BytesIO | str = io.BytesIO(bytes(source))
+    elif storage.is_uri(source):  # object storage: fetch the bytes through the filesystem layer
+        name = str(source)
+        try:
+            data = storage.resolve(name).read_bytes()
+        except (FileNotFoundError, storage.StorageError) as e:
+            raise ImageDecodeError("not_found", f"{name}: {e}") from e
+        if not data:
+            raise ImageDecodeError("empty_file", name)
+        fp = io.BytesIO(data)
     else:
         path = Path(source)
         name = str(path)

@@ -13,6 +13,7 @@ the only column whose values are all integers (``label_index`` wins when several
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,11 +27,13 @@ class LabelsFileError(ValueError):
 
 def read_labels(path: str | Path, label_column: str | None = None) -> dict[str, int]:
     """{file entry: class index} from a labels CSV (see the module docstring)."""
-    path = Path(path)
-    if not path.is_file():
-        raise LabelsFileError(f"labels file not found: {path}")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.DictReader(fh))
+    from pipelines import storage
+
+    try:
+        data = storage.resolve(path).read_bytes()
+    except (OSError, storage.StorageError) as e:
+        raise LabelsFileError(f"labels file not found: {path}") from e
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline="")))
     if not rows:
         raise LabelsFileError(f"{path}: no rows")
     header = list(rows[0])
@@ -60,6 +63,13 @@ def read_labels(path: str | Path, label_column: str | None = None) -> dict[str, 
     if bad:
         raise LabelsFileError(f"{path}: column {label_column!r} is not an integer for {bad[:3]}")
     return {r[file_col]: int(r[label_column]) for r in rows}
+
+
+def label_for(labels: dict[str, int] | None, relpath: str) -> int | None:
+    """The class index of the input at ``relpath``: by relative path, else by file name; None if absent."""
+    if labels is None:
+        return None
+    return labels.get(relpath, labels.get(relpath.rsplit("/", 1)[-1]))
 
 
 def attach_labels(manifest: pa.Table, labels: dict[str, int] | None) -> pa.Table:

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import torch
 
 from . import schemas
+from .storage import OutputWriteError
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,31 @@ class ModelSpec:
             config = presets.config(self.source, tiny=self.tiny, **overrides)
             config.architectures = [self.head]
             return HEADS[self.head](config).eval()
-        return load_pretrained(self.source).eval()
+        return load_pretrained(local_checkpoint(self.source)).eval()
+
+
+def local_checkpoint(source: str) -> str:
+    """A local directory holding the checkpoint ``source``: itself, or for a URI a copy in a local cache
+    (``$PERCEIVER_CACHE`` or ``~/.cache/perceiver-pipelines/models/<hash>``), fetched once per machine."""
+    import hashlib
+    import os
+
+    from . import storage
+
+    if not storage.is_uri(source):
+        return source
+    loc = storage.resolve(source)
+    cache = os.path.join(os.environ.get("PERCEIVER_CACHE", os.path.expanduser("~/.cache/perceiver-pipelines")),
+                         "models", hashlib.sha1(loc.uri.encode()).hexdigest()[:16])
+    if os.path.isfile(os.path.join(cache, ".complete")):
+        return cache
+    if not loc.is_dir():
+        raise FileNotFoundError(f"model directory not found: {source}")
+    os.makedirs(cache, exist_ok=True)
+    for entry in storage.walk_files(loc, recursive=False):
+        storage.write_atomic(storage.resolve(os.path.join(cache, entry.location.name)), entry.location.read_bytes())
+    storage.write_atomic(storage.resolve(os.path.join(cache, ".complete")), b"")
+    return cache
 
 
 def validate_model(spec: ModelSpec, expected: Sequence[type]) -> Any:
@@ -82,7 +107,10 @@ def validate_model(spec: ModelSpec, expected: Sequence[type]) -> Any:
             raise ModelLoadError(f"--random-init needs a preset name for --model ({', '.join(presets.names())}), "
                                  f"got {spec.source!r}")
     else:
-        path = Path(spec.source)
+        try:
+            path = Path(local_checkpoint(spec.source))
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"cannot fetch the model {spec.source}: {e}") from e
         if not path.is_dir():
             hint = (f"; to smoke-test with random weights use --model {spec.source} --random-init"
                     if spec.source in presets.names() else "")
@@ -169,6 +197,8 @@ class ModelWorker:
         try:
             with torch.inference_mode():
                 return self._passthrough(ok, self.predict(ok))
+        except OutputWriteError:  # our own output failed: never the input's fault, the job must stop
+            raise
         except Exception as batch_error:  # noqa: BLE001 - retried row by row below
             if ok.num_rows == 1:
                 return self._passthrough(ok, {"error_type": ["model_error"], "error": [_error_text(batch_error)]})
@@ -195,17 +225,19 @@ def top_k(logits: torch.Tensor, k: int, labels: dict[int, str]) -> dict[str, lis
 PICTURES_DIR = "_pictures"
 
 
-def save_picture(output_dir: str | Path, item_id: str, write: Callable[[Path], Any]) -> str:
-    """Write one picture for ``item_id`` under ``<output_dir>/_pictures`` and return its relative path.
+def save_picture(output_dir: str, item_id: str, encode: Callable[[], bytes], folder: str = PICTURES_DIR,
+                 suffix: str = ".png") -> str:
+    """Write one sidecar for ``item_id`` under ``<output>/<folder>`` (any filesystem) and return its path
+    relative to the output.
 
-    The name comes from ``pictures.safe_filename`` (cannot leave the folder, whatever the id holds); the
-    file is written to a temporary name and renamed, so a retried task just replaces it.
+    The name comes from ``pictures.safe_filename`` (cannot leave the folder, whatever the id holds). The
+    write is atomic (``storage.write_atomic``), so a retried task just replaces the file; a failure raises
+    ``storage.OutputWriteError`` (the job stops; the input is not blamed).
     """
-    from pipelines.pictures import picture_path
+    from . import storage
+    from .pictures import safe_filename
 
-    path = picture_path(Path(output_dir) / PICTURES_DIR, item_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    write(tmp)
-    tmp.replace(path)
-    return f"{PICTURES_DIR}/{path.name}"
+    name = f"{safe_filename(item_id)}{suffix}"
+    out = storage.resolve(output_dir)
+    storage.write_atomic(out.join(folder, name), encode(), out)
+    return f"{folder}/{name}"

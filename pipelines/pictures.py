@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.io import write_png
+from torchvision.io import encode_png, write_png
 from torchvision.utils import flow_to_image
 
 MAX_STEM_CHARS = 80
@@ -50,6 +50,11 @@ def _write(image_hwc: torch.Tensor, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_png(image_hwc.permute(2, 0, 1).contiguous(), str(path))  # write_png wants (3, H, W)
     return path
+
+
+def png_bytes(image_hwc: torch.Tensor) -> bytes:
+    """(H, W, 3) uint8 -> PNG file bytes (for sidecars written through ``pipelines.storage``)."""
+    return encode_png(image_hwc.permute(2, 0, 1).contiguous()).numpy().tobytes()
 
 
 def flow_image(flow, valid=None) -> torch.Tensor:
@@ -90,9 +95,13 @@ def strip_frame_indices(num_frames: int, max_frames: int) -> list[int]:
 
 
 def save_clip_strip(frames_orig, frames_rec, path: str | Path, max_frames: int = 4) -> Path:
-    """Write a two-row PNG: sampled original frames on top, the same reconstructed frames below.
+    """Write ``clip_strip`` as a PNG file."""
+    return _write(clip_strip(frames_orig, frames_rec, max_frames), path)
 
-    ``frames_orig`` and ``frames_rec`` are (T, H, W, 3) uint8 of the same shape.
+
+def clip_strip(frames_orig, frames_rec, max_frames: int = 4) -> torch.Tensor:
+    """A two-row (2H, k*W, 3) uint8 picture: sampled original frames on top, the same reconstructed frames
+    below. ``frames_orig`` and ``frames_rec`` are (T, H, W, 3) uint8 of the same shape.
     """
     orig = torch.as_tensor(np.asarray(frames_orig)) if not isinstance(frames_orig, torch.Tensor) else frames_orig
     rec = torch.as_tensor(np.asarray(frames_rec)) if not isinstance(frames_rec, torch.Tensor) else frames_rec
@@ -101,4 +110,4 @@ def save_clip_strip(frames_orig, frames_rec, path: str | Path, max_frames: int =
     idx = strip_frame_indices(orig.shape[0], max_frames)
     top = torch.cat([_as_hwc_uint8(orig[i], "frames_orig") for i in idx], dim=1)  # (H, k*W, 3)
     bottom = torch.cat([_as_hwc_uint8(rec[i], "frames_rec") for i in idx], dim=1)
-    return _write(torch.cat([top, bottom], dim=0), path)  # (2H, k*W, 3)
+    return torch.cat([top, bottom], dim=0)  # (2H, k*W, 3)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
@@ -31,19 +33,38 @@ def local_cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Make sure Ray is initialised; returns True when this call started it (the caller shuts it down)."""
+def connect(address: str | None = None, num_cpus: int | None = None, env: dict[str, str] | None = None) -> bool:
+    """Make sure Ray is initialised; returns True when this call started it (the caller shuts it down).
+
+    ``env``: environment variables the workers need (storage endpoint and credentials,
+    ``storage.worker_env()``), passed as the job's ``runtime_env`` so that workers on every node get them.
+
+    ``ray.init`` replaces the driver's SIGTERM handler (with ``sys.exit`` and a C++ crash handler that aborts
+    the process 3 s after the signal); a Python handler the caller installed (``jobs.cli``: a clean stop)
+    is put back.
+    """
     import ray
 
     if ray.is_initialized():
         return False
+    previous = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+    try:
+        _init(ray, address, num_cpus, env)
+    finally:
+        if callable(previous):
+            signal.signal(signal.SIGTERM, previous)
+    return True
+
+
+def _init(ray, address: str | None, num_cpus: int | None, env: dict[str, str] | None) -> None:
+    runtime_env = {"env_vars": dict(env)} if env else None
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
     else:
         # address="local": always a new instance of our own, never a cluster someone else started on this
         # machine with `ray start` (plain ray.init() would attach to that one).
-        ray.init(address="local", num_cpus=num_cpus or local_cpu_count(), include_dashboard=False)
-    return True
+        ray.init(address="local", num_cpus=num_cpus or local_cpu_count(), include_dashboard=False,
+                 runtime_env=runtime_env)
 
 
 def configure_data_context(actor_start_timeout_s: float = 600.0, progress_bars: bool = True) -> None:

@@ -5,10 +5,9 @@ Each job writes exactly one schema (plus an optional latents column the user ask
 success). Jobs whose input item yields several rows (video clips, frame pairs of a video) also carry
 ``input_id``, the manifest id of the item the row came from.
 
-Inside the pipeline, rows also carry three bookkeeping columns that the sink strips before writing:
+Inside the pipeline, rows also carry three bookkeeping columns that the shard worker strips before writing:
 ``_unit`` (manifest id), ``_part`` (row index within the unit) and ``_final`` (true on the unit's last row).
-The sink commits a unit only when all of its rows have arrived, which is what makes reruns and actor
-restarts write every item exactly once.
+They let the per-shard accounting (``pipelines.accounting``) tell which input every row came from.
 """
 
 from __future__ import annotations

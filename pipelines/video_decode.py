@@ -19,10 +19,23 @@ Resizing happens in FFmpeg's swscale (`FrameResizer`): the shorter side is scale
 the small frame is converted to RGB, and an H x W centre crop is taken with numpy. Only decoded
 frames that the time grid actually uses are converted.
 
+Orientation: frames are turned upright as a player shows them, from the display matrix FFmpeg attaches
+to each decoded frame (the MP4/MOV track matrix phones write for portrait video, read through PyAV's
+`VideoFrame.side_data`; the legacy `rotate` stream tag when a frame has none), just as the images job
+applies EXIF orientation. Rotations by multiples of 90 degrees and mirroring are applied (the eight
+EXIF-like orientations); any other angle is ignored. H x W is the shape of the upright clip.
+
 Time resampling: output frame i has time t_i = t_0 + i / target_fps (t_0 = first frame's timestamp)
 and shows the last decoded frame whose timestamp is <= t_i, as a player would. The last frame is
-shown for one source frame period; a timestamp gap repeats the held frame across it. Frame indices
-are never computed from the container duration (some files have none).
+shown for one source frame period; a timestamp gap repeats the held frame across it, but for at most
+`MAX_GAP_FRAMES` output frames: the grid then jumps to the next frame's time (clip start times stay
+true stream times) and the clip spanning the jump carries a `warning`. Frame indices are never
+computed from the container duration (some files have none).
+
+Bounded work: a tiny file must not turn into unbounded output (two frames ten hours apart would
+otherwise be 900,000 repeated frames). Besides `MAX_GAP_FRAMES`, one input never yields more than
+`MAX_CLIPS_PER_VIDEO` clips, whatever `ClipSpec.max_clips` says; the clip that reaches the limit
+carries a `warning` when the video goes on.
 
 Damaged files: decoding stops at the first decoder error or at the first packet the demuxer flags
 as corrupt (a file cut short: threaded FFmpeg decoders swallow that error, and an AVI cut short
@@ -45,9 +58,18 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from pipelines import storage
+
 MODEL_FPS = 25.0  # frame rate of the Perceiver IO multimodal autoencoder (16 frames = 0.64 s)
 _EPS_S = 1e-6  # tolerance for comparing timestamps in seconds
 AUDIO_WAIT_S = 10.0  # release a clip without its audio once the video is this far ahead
+#: Output frames one held frame may fill on the time grid: 10 s at 25 fps. Not one clip's worth, which
+#: would already cut a 1 fps slideshow; a static screen recording (variable frame rate) longer than
+#: this is shortened, and flagged.
+MAX_GAP_FRAMES = 250
+#: Hard limit on the clips of one input, even with `ClipSpec.max_clips=None` (`--clips-per-video 0`):
+#: 10,000 clips are 6,400 s of video at 25 fps, and 15 GB of frames at 224 x 224.
+MAX_CLIPS_PER_VIDEO = 10_000
 
 #: Stable `VideoDecodeError.reason` codes, for error records and run summaries.
 DECODE_ERROR_REASONS = (
@@ -82,7 +104,7 @@ class ClipSpec:
     audio_rate: output sample rate in Hz; None -> round((target_fps or 25) * S), i.e. 48 kHz for the
         defaults, so that S samples span exactly one output frame.
     clip_stride_frames: output frames between clip starts; None -> num_frames (no overlap).
-    max_clips: stop decoding after this many clips (None = whole video).
+    max_clips: stop decoding after this many clips (None = whole video, up to `MAX_CLIPS_PER_VIDEO`).
     video_stream / audio_stream: index among the container's streams *of that type*
         (`container.streams.video[i]`), not the global stream index. audio_stream=None ignores audio;
         a file with no audio stream at all gives silent clips with has_audio=False.
@@ -148,6 +170,9 @@ class Clip:
         complete and correct.
     has_audio: the chosen audio stream exists and had produced samples when the clip was emitted
         (else `audio` is silence); audio missing for part of the clip's span is zero-filled.
+    warning: the clip is complete but not a faithful copy of the video's time line: frames of a
+        timestamp gap were not synthesised (`MAX_GAP_FRAMES`), or the clip is the last one allowed
+        (`MAX_CLIPS_PER_VIDEO`) and the video goes on. Several reasons are joined with "; ".
     """
 
     clip_index: int
@@ -158,6 +183,10 @@ class Clip:
     partial: bool = False
     num_valid_frames: int = 0
     error: str | None = None
+    warning: str | None = None
+
+    def add_warning(self, text: str) -> None:
+        self.warning = text if not self.warning else f"{self.warning}; {text}"
 
 
 VideoSource = str | os.PathLike | bytes
@@ -170,6 +199,18 @@ def open_video(source: VideoSource) -> av.container.InputContainer:
             raise VideoDecodeError("empty_file", "<bytes>: 0 bytes")
         target: Any = io.BytesIO(bytes(source))
         name = "<bytes>"
+    elif storage.is_uri(source):  # object storage: a seekable stream through the filesystem layer
+        name = str(source)
+        try:
+            loc = storage.resolve(name)
+            info = loc.info()
+        except storage.StorageError as e:
+            raise VideoDecodeError("not_found", f"{name}: {e}") from e
+        if info.type != storage.pafs.FileType.File:
+            raise VideoDecodeError("not_found", name)
+        if not info.size:
+            raise VideoDecodeError("empty_file", f"{name}: 0 bytes")
+        target = loc.open_input()
     else:
         path = Path(source)
         if not path.is_file():
@@ -207,28 +248,80 @@ def resize_geometry(src_h: int, src_w: int, dst_h: int, dst_w: int) -> tuple[int
     return h, w, (h - dst_h) // 2, (w - dst_w) // 2
 
 
+_Orientation = tuple[bool, bool, bool]  # (transpose, flip left-right, flip up-down), applied in that order
+
+
+def display_orientation(frame: av.VideoFrame, rotate_tag: str | None = None) -> _Orientation:
+    """How to turn a decoded frame upright, from its display matrix (else the legacy `rotate` tag).
+
+    FFmpeg's matrix [[a, b], [c, d]] maps a stored pixel (x, y) (image coordinates, y down) to the
+    displayed (a x + c y, b x + d y); e.g. PyAV's `set_display_rotation(90)` (counter-clockwise) is
+    [[0, -1], [1, 0]]. Identity for no matrix and for angles that are not multiples of 90 degrees.
+    """
+    matrix = None
+    for data in frame.side_data:
+        if data.type.name == "DISPLAYMATRIX":
+            matrix = np.frombuffer(bytes(data), np.int32)
+            break
+    if matrix is None:
+        if not rotate_tag:
+            return (False, False, False)
+        try:  # the tag is a clockwise angle: rotate 90 = [[0, 1], [-1, 0]]
+            quarter = round(float(rotate_tag) / 90) % 4
+        except ValueError:
+            return (False, False, False)
+        a, b, c, d = [(1, 0, 0, 1), (0, 1, -1, 0), (-1, 0, 0, -1), (0, -1, 1, 0)][quarter]
+    else:  # 16.16 fixed point; only the signs of clear entries matter (scaling is irrelevant here)
+        a, b, c, d = (_sign(float(matrix[i]) / 65536) for i in (0, 1, 3, 4))
+    if b == c == 0 and a and d:  # x' = a x, y' = d y
+        return (False, a < 0, d < 0)
+    if a == d == 0 and b and c:  # x' = c y, y' = b x: transpose, then flip
+        return (True, c < 0, b < 0)
+    return (False, False, False)
+
+
+def _sign(v: float) -> int:
+    return 0 if abs(v) < 1e-3 else (1 if v > 0 else -1)
+
+
+def orient(rgb: np.ndarray, orientation: _Orientation) -> np.ndarray:
+    """Apply `display_orientation`'s result to an (H, W, 3) array (a view when nothing is to be done)."""
+    transpose, flip_lr, flip_ud = orientation
+    if transpose:
+        rgb = rgb.transpose(1, 0, 2)
+    if flip_lr:
+        rgb = rgb[:, ::-1]
+    if flip_ud:
+        rgb = rgb[::-1]
+    return np.ascontiguousarray(rgb) if any(orientation) else rgb
+
+
 class FrameResizer:
-    """VideoFrame -> (H, W, 3) uint8 RGB: resize the shorter side to cover H x W, then centre crop.
+    """VideoFrame -> (H, W, 3) uint8 RGB, upright: resize the shorter side to cover H x W, centre crop.
 
     The frame is scaled in its own pixel format (swscale bilinear, antialiased when shrinking) and
     only the small frame is converted to RGB: ~2x faster on 4:2:0 sources than converting the
     full-size frame first, and within ~1 grey level of full-size RGB + torchvision's antialiased
-    bilinear resize. The swscale contexts are reused across frames of one video.
+    bilinear resize. The swscale contexts are reused across frames of one video. A frame displayed
+    turned by 90 degrees (portrait phone video) is cropped to W x H and then turned upright.
     """
 
-    def __init__(self, height: int, width: int) -> None:
+    def __init__(self, height: int, width: int, rotate_tag: str | None = None) -> None:
         self.height, self.width = height, width
+        self.rotate_tag = rotate_tag
         self._scale, self._to_rgb = VideoReformatter(), VideoReformatter()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
-        h, w, top, left = resize_geometry(frame.height, frame.width, self.height, self.width)
+        orientation = display_orientation(frame, self.rotate_tag)
+        out_h, out_w = (self.width, self.height) if orientation[0] else (self.height, self.width)
+        h, w, top, left = resize_geometry(frame.height, frame.width, out_h, out_w)
         small = self._scale.reformat(frame, width=w, height=h, interpolation="BILINEAR")
         rgb = self._to_rgb.reformat(small, format="rgb24").to_ndarray()  # (h, w, 3)
-        return rgb[top : top + self.height, left : left + self.width]
+        return orient(rgb[top : top + out_h, left : left + out_w], orientation)
 
 
 def frame_to_rgb(frame: av.VideoFrame, height: int, width: int) -> np.ndarray:
-    """One frame through a fresh `FrameResizer` (use a shared one for many frames)."""
+    """One frame through a fresh `FrameResizer` (use a shared one for many frames); upright."""
     return FrameResizer(height, width)(frame)
 
 
@@ -284,12 +377,39 @@ class _AudioBuffer:
             self.chunks, self.offset, self.size = [data[k:]], self.offset + k, data.size - k
 
 
+def _grid_end(t0: float, fps: float, start: int, t_next: float) -> int:
+    """First grid index >= start whose time t0 + i / fps is not before t_next (within _EPS_S).
+
+    Closed form, then corrected with the exact comparison, so a gap of hours costs O(1), not a loop
+    over its grid slots.
+    """
+    limit = t_next - _EPS_S
+    if not math.isfinite(limit - t0):
+        return start
+    end = max(start, math.ceil((limit - t0) * fps))
+    while end > start and t0 + (end - 1) / fps >= limit:
+        end -= 1
+    while t0 + end / fps < limit:
+        end += 1
+    return end
+
+
+def _gap_text(gap_s: float, skipped: int) -> str:
+    seconds = f"{gap_s:.3f}".rstrip("0").rstrip(".")
+    return f"timestamp gap of {seconds} s: {skipped} frames not synthesised (MAX_GAP_FRAMES={MAX_GAP_FRAMES})"
+
+
 class _ClipAssembler:
     """Turns a stream of (decoded frame, timestamp) into clips; owns the time grid and the window."""
 
-    def __init__(self, spec: ClipSpec, period_s: float | None) -> None:
+    def __init__(self, spec: ClipSpec, period_s: float | None, rotate_tag: str | None = None) -> None:
         self.spec = spec
         self.period_s = period_s
+        # The hard limit holds even when max_clips asks for more; it warns (see _emit), max_clips does not.
+        self.limit = min(spec.max_clips or MAX_CLIPS_PER_VIDEO, MAX_CLIPS_PER_VIDEO)
+        self.hard_limit = spec.max_clips is None or spec.max_clips > MAX_CLIPS_PER_VIDEO
+        self.overflow = False  # a frame arrived after the hard limit was reached
+        self.pending_warning: str | None = None  # for the next clip made
         self.window: deque[tuple[float, np.ndarray]] = deque()  # (time, (H, W, 3)) output frames
         self.new_in_window = 0  # output frames not yet part of any clip
         self.skip = 0  # output frames to drop (stride > num_frames)
@@ -301,11 +421,16 @@ class _ClipAssembler:
         self.prev: tuple[float, av.VideoFrame] | None = None
         self.last_delta: float | None = None
         self._cache: tuple[av.VideoFrame, np.ndarray] | None = None  # last converted frame
-        self._resize = FrameResizer(spec.height, spec.width)
+        self._resize = FrameResizer(spec.height, spec.width, rotate_tag)
+
+    @property
+    def at_limit(self) -> bool:
+        return self.clips_made >= self.limit
 
     @property
     def full(self) -> bool:
-        return self.spec.max_clips is not None and self.clips_made >= self.spec.max_clips
+        """No more frames are wanted. At the hard limit, only once one more frame proved the video goes on."""
+        return self.at_limit and (self.overflow or not self.hard_limit)
 
     def add_frame(self, frame: av.VideoFrame, time_base: Fraction) -> None:
         # Frames drained from a decoder (decode(None)) carry pts but time=nan in PyAV.
@@ -328,23 +453,42 @@ class _ClipAssembler:
             period = self.period_s or self.last_delta or 1 / self.spec.target_fps
             self._fill_grid_until(self.prev[0] + period)
         tail_allowed = error is not None or self.spec.pad_tail or self.clips_made == 0
-        if self.new_in_window > 0 and tail_allowed and not self.full:
+        if self.new_in_window > 0 and tail_allowed and not self.at_limit:
             self._make_clip(partial=True)
-        if error is not None and self.ready:
-            self.ready[-1].error = error
+        if self.ready:
+            if self.pending_warning is not None:  # a gap after the last clip's frames
+                self.ready[-1].add_warning(self.pending_warning)
+                self.pending_warning = None
+            if error is not None:
+                self.ready[-1].error = error
 
     def _fill_grid_until(self, t_next: float) -> None:
-        """Emit the held frame for every grid time before `t_next` (it is on screen until then)."""
+        """Emit the held frame for every grid time before `t_next` (it is on screen until then).
+
+        At most MAX_GAP_FRAMES of them: the rest of a longer gap is skipped and the next clip warned.
+        """
         assert self.prev is not None and self.t0 is not None and self.spec.target_fps is not None
-        while not self.full:
-            t_grid = self.t0 + self.next_grid / self.spec.target_fps
-            if t_grid >= t_next - _EPS_S:
-                break
-            self._emit(t_grid, self.prev[1])
+        fps = self.spec.target_fps
+        end = _grid_end(self.t0, fps, self.next_grid, t_next)
+        keep = min(end - self.next_grid, MAX_GAP_FRAMES)
+        stop = self.next_grid + keep
+        while self.next_grid < stop and not self.full:
+            self._emit(self.t0 + self.next_grid / fps, self.prev[1])
             self.next_grid += 1
+        if end > self.next_grid and not self.full:
+            skipped, self.next_grid = end - self.next_grid, end
+            self._warn_next(_gap_text(t_next - self.prev[0], skipped))
+
+    def _warn_next(self, text: str) -> None:
+        self.pending_warning = text if self.pending_warning is None else f"{self.pending_warning}; {text}"
 
     def _emit(self, t: float, frame: av.VideoFrame) -> None:
-        if self.full:
+        if self.at_limit:
+            if self.hard_limit and not self.overflow and self.ready:
+                # The video goes on past the limit: say so on the last clip (still held back in `ready`).
+                self.ready[-1].add_warning(f"MAX_CLIPS_PER_VIDEO={MAX_CLIPS_PER_VIDEO} clips reached: "
+                                           f"the rest of the video (from {t:.3f} s) is not decoded")
+            self.overflow = True
             return
         if self.skip > 0:
             self.skip -= 1
@@ -370,8 +514,10 @@ class _ClipAssembler:
                 has_audio=False,
                 partial=partial,
                 num_valid_frames=n_valid,
+                warning=self.pending_warning,
             )
         )
+        self.pending_warning = None
         self.clips_made += 1
         self.new_in_window = 0
         for _ in range(min(spec.stride, len(self.window))):
@@ -397,7 +543,7 @@ def iter_clips(source: VideoSource, spec: ClipSpec = ClipSpec()) -> Iterator[Cli
         vstream, astream = select_streams(container, spec.video_stream, spec.audio_stream)
         vstream.thread_type = "AUTO"
         vstream.thread_count = spec.decode_threads
-        assembler = _ClipAssembler(spec, _frame_period_s(vstream))
+        assembler = _ClipAssembler(spec, _frame_period_s(vstream), vstream.metadata.get("rotate"))
         audio = _AudioBuffer(spec.resolved_audio_rate)
         audio.ended = astream is None
         resampler = None if astream is None else av.AudioResampler("flt", "mono", spec.resolved_audio_rate)
@@ -554,7 +700,7 @@ def clips_for_frames(num_output_frames: int, spec: ClipSpec) -> int:
     full = 0 if n < t else (n - t) // stride + 1
     covered = max((full - 1) * stride + t if full else 0, full * stride)
     tail = n > covered and (spec.pad_tail or full == 0)
-    total = full + int(tail)
+    total = min(full + int(tail), MAX_CLIPS_PER_VIDEO)
     return total if spec.max_clips is None else min(total, spec.max_clips)
 
 
@@ -562,8 +708,9 @@ def count_clips(source: VideoSource, spec: ClipSpec = ClipSpec(), *, exact: bool
     """Number of clips `iter_clips` would yield for an intact file.
 
     exact=False: from container metadata only (stream/container duration or declared frame count);
-    cheap, but may be off by one clip. exact=True: demuxes the video packets (no decoding) and
-    applies the same time grid as `iter_clips`; for a corrupt file it is an upper bound.
+    cheap, but may be off by one clip, and blind to timestamp gaps. exact=True: demuxes the video
+    packets (no decoding) and applies the same time grid as `iter_clips`, `MAX_GAP_FRAMES` included;
+    for a corrupt file it is an upper bound. Both respect `MAX_CLIPS_PER_VIDEO`.
     """
     container = open_video(source)
     try:
@@ -579,7 +726,11 @@ def count_clips(source: VideoSource, spec: ClipSpec = ClipSpec(), *, exact: bool
                 return clips_for_frames(len(times), spec)
             deltas = np.diff(times)
             period = period or (float(np.median(deltas)) if deltas.size else 1 / spec.target_fps)
-            duration = times[-1] + period - times[0]
+            n_out, grid = 0, 0
+            for t_next in [*times[1:], times[-1] + period]:  # each frame holds until the next one
+                end = _grid_end(times[0], spec.target_fps, grid, t_next)
+                n_out, grid = n_out + min(end - grid, MAX_GAP_FRAMES), end
+            return clips_for_frames(n_out, spec)
         else:
             if vstream.duration and vstream.time_base:
                 duration = float(vstream.duration * vstream.time_base)

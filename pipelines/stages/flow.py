@@ -9,17 +9,15 @@ Data flow::
       -> FlowWorker (actor pool)                  flow at the frames' own size: overlapping model-sized tiles,
                                                   blended (pipelines.flow_tiling); EPE / accuracy vs GT;
                                                   the flow itself as a sidecar .flo file; optional PNG
-      -> sink                                     schemas.FLOW
+      -> part file                                 schemas.FLOW
 
 Flow is in pixels, (u, v) = (x right, y down), from frame 1 to frame 2.
 """
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,12 +25,12 @@ import pyarrow as pa
 import torch
 
 from pipelines import schemas
-from pipelines.flow_data import FlowPair, load_pair, video_frame_pairs, write_flo
+from pipelines.flow_data import FlowPair, flo_bytes, load_pair, video_frame_pairs
 from pipelines.flow_metrics import flow_error_sums
 from pipelines.flow_tiling import flow_model_inputs, tiled_flow
 from pipelines.image_io import ImageDecodeError
 from pipelines.model_workers import ModelWorker, save_picture
-from pipelines.pictures import picture_path, save_flow_png
+from pipelines.pictures import flow_image, png_bytes
 from pipelines.video_decode import VideoDecodeError
 
 FLOW_DIR = "_flow"
@@ -66,12 +64,12 @@ def _error(row: dict, reason: str, message: str) -> pa.Table:
 
 def read_flow_inputs(batch: pa.Table, max_pairs: int | None = None, stride: int = 1, gap: int = 1,
                      video_stream: int = 0, decode_threads: int = 1) -> Iterator[pa.Table]:
-    """Ray ``map_batches`` generator over manifest rows: one table per frame pair (bounded memory)."""
+    """The job's read function over a shard's manifest rows: one table per frame pair (bounded memory)."""
     for row in batch.to_pylist():
         if row["kind"] == "pair":
             try:
-                pair = load_pair(FlowPair(row["id"], row["path"], row["path2"], row.get("flow_path"),
-                                          row.get("flow_format"), row["layout"]))
+                pair = load_pair(FlowPair(row.get("relpath") or row["id"], row["path"], row["path2"],
+                                          row.get("flow_path"), row.get("flow_format"), row["layout"]))
             except ImageDecodeError as e:
                 yield _error(row, e.reason, str(e))
                 continue
@@ -120,7 +118,7 @@ class FlowWorker(ModelWorker):
         self.tile = tuple(self.model.config.train_size)
         self.overlap = tile_overlap if tile_overlap is not None else default_overlap(self.tile)
         self.tiles_per_call = tiles_per_call
-        self.output_dir, self.pictures = Path(output_dir), pictures
+        self.output_dir, self.pictures = output_dir, pictures
         self.warming_up = False
 
     def dummy_batch(self) -> pa.Table:
@@ -164,7 +162,7 @@ class FlowWorker(ModelWorker):
             if not self.warming_up:
                 columns["flow_path"].append(self._save_flow(row["id"], flow))
                 columns["picture"].append(
-                    save_picture(self.output_dir, row["id"], lambda tmp, f=flow: save_flow_png(f, tmp))
+                    save_picture(self.output_dir, row["id"], lambda f=flow: png_bytes(flow_image(f)))
                     if self.pictures else None)
         return dict(columns)
 
@@ -185,12 +183,7 @@ class FlowWorker(ModelWorker):
         return {"num_valid_px": sums.num_pixels, **{k: (None if np.isnan(v) else v) for k, v in means.items()}}
 
     def _save_flow(self, item_id: str, flow: np.ndarray) -> str:
-        path = picture_path(self.output_dir / FLOW_DIR, item_id, suffix=".flo")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        write_flo(tmp, flow)
-        tmp.replace(path)  # atomic, and a retried task just replaces it
-        return f"{FLOW_DIR}/{path.name}"
+        return save_picture(self.output_dir, item_id, lambda: flo_bytes(flow), folder=FLOW_DIR, suffix=".flo")
 
 
 def default_overlap(tile: tuple[int, int]) -> int:

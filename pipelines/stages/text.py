@@ -1,20 +1,25 @@
-"""Text stages: byte-level tokenization (CPU tasks), then classification or fill-mask (model actors).
+"""Text stages: read the documents of text items and tokenize them (in the shard worker), then classification
+or fill-mask (the model worker).
 
 Data flow::
 
-    manifest row (id, path, position, data bytes | error, label_index)   read on the driver by text_io
-      -> tokenize_texts (CPU task)   ids (M,) int32: the document's bytes + 6, "[MASK]" -> 3 (no [CLS]/[SEP]);
-                                     unreadable rows (bad JSON, missing field, null) stay error rows
-      -> TextClassifyWorker          [CLS] ids[:L-2] [SEP], top-k labels         (long documents TRUNCATED)
-         or FillMaskWorker           windows of L-2 ids, each [CLS] w [SEP]; every [MASK] gets the most
-                                     likely byte; windows without a mask are not run (documents WINDOWED)
-      -> sink                        schemas.TEXT_CLASSIFY or schemas.TEXT_FILL_MASK
+    manifest row = a text item (a byte range, a whole file or a row-group run; ``pipelines.text_items``)
+      -> tokenize_items (read_fn, generator)  the item's documents, one row each: ids (M,) int32 = the
+                                              document's bytes + 6, "[MASK]" -> 3 (no [CLS]/[SEP]); records
+                                              that cannot be read (bad JSON, missing field, non-string,
+                                              null, bad label, UTF-16 lines) are error rows
+      -> TextClassifyWorker                   [CLS] ids[:L-2] [SEP], top-k labels       (long documents TRUNCATED)
+         or FillMaskWorker                    windows of L-2 ids, each [CLS] w [SEP]; every [MASK] gets the most
+                                              likely byte; windows without a mask are not run (documents WINDOWED)
+      -> part file                            schemas.TEXT_CLASSIFY or schemas.TEXT_FILL_MASK
 
-L is the checkpoint's ``max_position_embeddings`` (2048 bytes for deepmind/language-perceiver).
+L is the checkpoint's ``max_position_embeddings`` (2048 bytes for deepmind/language-perceiver). A document's
+``_unit`` is its own id: the shard worker counts the documents the reader found (``items_are_inputs=False``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -22,40 +27,71 @@ import pyarrow as pa
 import torch
 
 from perceiver_core import PerceiverTokenizer
-from perceiver_core.tokenizer import NUM_SPECIAL_TOKENS
+from perceiver_core.tokenizer import DEFAULT_SPECIAL_TOKENS, NUM_SPECIAL_TOKENS
 from pipelines import schemas
 from pipelines.model_workers import ModelWorker, top_k
+from pipelines.text_io import Row
+from pipelines.text_items import ReadOptions, read_item
 
 TOKEN_SCHEMA = pa.schema(
     [schemas.TEXT_CLASSIFY.field(n) for n in ("id", "source", "position", "num_bytes", "label_index", "warning",
                                               "error_type", "error")]
     + [pa.field("ids", pa.list_(pa.int32()))]
     + list(schemas.BOOKKEEPING))
+ROWS_PER_TABLE = 256  # documents per table handed to the batcher
+_CHARS_PER_ID = max(len(t) for t in DEFAULT_SPECIAL_TOKENS)  # a token never spans more characters
 
 _TOKENIZER = PerceiverTokenizer()
 
 
-def tokenize_texts(batch: pa.Table) -> pa.Table:
-    """Ray ``map_batches`` function: manifest rows -> token rows (or the manifest's error rows)."""
-    rows = batch.to_pylist()
-    ids, num_bytes, error_types, errors = [], [], [], []
+def _ids_of(content: str | bytes, max_ids: int | None) -> np.ndarray:
+    if max_ids is not None:  # tokenize a prefix only: a classifier reads max_ids, a document may be 1 GB
+        content = content[:max_ids * _CHARS_PER_ID]
+    ids = _TOKENIZER.text_to_ids(content)
+    return (ids if max_ids is None else ids[:max_ids]).astype(np.int32)
+
+
+def token_table(rows: list[Row], max_ids: int | None = None) -> pa.Table:
+    """``text_io`` rows -> TOKEN_SCHEMA rows (error rows keep their error, with null ids). ``max_ids``:
+    keep only a document's first ids (``num_bytes`` still counts all of it)."""
+    arrays, num_bytes, error_types, errors = [], [], [], []
     for row in rows:
-        if row.get("error") is not None:
-            reason, _, _ = row["error"].partition(":")
-            ids.append(None), num_bytes.append(None), error_types.append(reason), errors.append(row["error"])
+        if row["error"] is not None:
+            arrays.append(None), num_bytes.append(None)
+            error_types.append(row["error"].partition(":")[0]), errors.append(row["error"])
             continue
         # str: "[MASK]" etc. become special ids; bytes (invalid UTF-8) are taken byte for byte.
-        content = row["text"] if row.get("text") is not None else (row.get("raw") or b"")
-        ids.append(_TOKENIZER.text_to_ids(content).astype(np.int32))
+        content = row["text"] if row["text"] is not None else (row["raw"] or b"")
+        arrays.append(_ids_of(content, max_ids))
         num_bytes.append(len(content.encode("utf-8")) if isinstance(content, str) else len(content))
         error_types.append(None), errors.append(None)
     n = len(rows)
+    lengths = np.asarray([0 if a is None else len(a) for a in arrays], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    values = np.concatenate([a for a in arrays if a is not None] or [np.zeros(0, np.int32)])
+    ids = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int32()),
+                                   mask=pa.array([a is None for a in arrays], pa.bool_()))
+    units = [r["id"] for r in rows]
     return schemas.build_table(TOKEN_SCHEMA, {
-        "id": [r["id"] for r in rows], "source": [r["path"] for r in rows],
-        "position": [r.get("position") for r in rows], "num_bytes": num_bytes,
-        "label_index": [r.get("label_index") for r in rows], "error_type": error_types, "error": errors,
-        "ids": [None if i is None else i.tolist() for i in ids],
-        schemas.UNIT: [r["id"] for r in rows], schemas.PART: [0] * n, schemas.FINAL: [True] * n}, n)
+        "id": units, "source": [r["source"] for r in rows], "position": [r["index"] for r in rows],
+        "num_bytes": num_bytes, "label_index": [r["label"] for r in rows], "error_type": error_types,
+        "error": errors, "ids": ids, schemas.UNIT: units, schemas.PART: [0] * n, schemas.FINAL: [True] * n}, n)
+
+
+def tokenize_items(items: pa.Table, options: ReadOptions, max_ids: int | None = None,
+                   rows_per_table: int = ROWS_PER_TABLE) -> Iterator[pa.Table]:
+    """The shard worker's read function: a shard's items -> token tables, ``rows_per_table`` documents each
+    (the shard's documents are never all in memory at once). ``max_ids``: see ``token_table`` (classify
+    passes its positions + 1, so that truncation is still seen)."""
+    rows: list[Row] = []
+    for item in items.to_pylist():
+        for row in read_item(item, options):
+            rows.append(row)
+            if len(rows) == rows_per_table:
+                yield token_table(rows, max_ids)
+                rows = []
+    if rows:
+        yield token_table(rows, max_ids)
 
 
 def _padded(sequences: list[np.ndarray], device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,7 +118,11 @@ class _TextWorker(ModelWorker):
 
     @staticmethod
     def _ids(batch: pa.Table) -> list[np.ndarray]:
-        return [np.asarray(v, np.int64) for v in batch.column("ids").to_pylist()]
+        """The documents' ids as int64 arrays, from the list column's buffers (no Python int per byte)."""
+        column = batch.column("ids").combine_chunks()
+        offsets = column.offsets.to_numpy()
+        values = column.values.to_numpy(zero_copy_only=False).astype(np.int64)
+        return [values[offsets[i]:offsets[i + 1]] for i in range(len(column))]
 
 
 class TextClassifyWorker(_TextWorker):

@@ -6,7 +6,7 @@ Data flow::
       -> decode_videos (CPU task, generator)   one row per clip: frames (T, H, W, 3) uint8,
                                                audio (T * S,) float32, or one error row per file
       -> VideoWorker (actor pool)              PSNR per modality, top-k labels, pictures, latents
-      -> sink                                  schemas.VIDEO (+ latents)
+      -> part file                              schemas.VIDEO (+ latents)
 
 Clip rows are ``<input_id>:<clip_index>``; a file that yields no clip is one row with ``id = input_id``,
 ``clip_index`` null and ``error`` set. A file whose decoding fails part-way keeps the clips before the
@@ -80,7 +80,8 @@ def decode_videos(batch: pa.Table, spec: ClipSpec) -> Iterator[pa.Table]:
                                      input_id=[unit], label_index=[row.get("label_index")])
             continue
         while True:
-            warning = held.error and f"decoding stopped early: {held.error}"
+            stopped = held.error and f"decoding stopped early: {held.error}"
+            warning = "; ".join(w for w in (held.warning, stopped) if w) or None  # gap / clip-limit warnings
             try:
                 following = next(clips, None)
             except Exception as e:  # noqa: BLE001 - keep the clips decoded so far, flag the last one
@@ -165,6 +166,6 @@ class VideoWorker(ModelWorker):
         rec = (rec_video * 255).round().to(torch.uint8).cpu().numpy()
         names = []
         for i, clip_id in enumerate(batch.column("id").to_pylist()):
-            names.append(save_picture(self.output_dir, clip_id, lambda tmp, i=i: pictures.save_clip_strip(
-                frames[i], rec[i], tmp, max_frames=self.picture_frames)))
+            names.append(save_picture(self.output_dir, clip_id, lambda i=i: pictures.png_bytes(pictures.clip_strip(
+                frames[i], rec[i], max_frames=self.picture_frames))))
         return names

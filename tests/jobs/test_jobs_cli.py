@@ -87,9 +87,17 @@ def test_unusable_output(capsys, tmp_path):
 
 def test_output_of_another_job(capsys, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "_job.json").write_text(json.dumps({"job": "images", "options": {}}))
+    (out / "_meta").mkdir(parents=True)
+    (out / "_meta" / "job.json").write_text(json.dumps({"job": "images", "options": {}}))
     assert "another run" in fails(capsys, "video", "--input", VIDEO, "--output", out, *TINY_VIDEO)
+    old = tmp_path / "old"  # the layout of earlier versions (_job.json beside the parts)
+    old.mkdir()
+    (old / "_job.json").write_text(json.dumps({"job": "video", "options": {}}))
+    assert "older perceiver-jobs" in fails(capsys, "video", "--input", VIDEO, "--output", old, *TINY_VIDEO)
+    parts = tmp_path / "parts"  # someone else's Parquet folder
+    parts.mkdir()
+    (parts / "part-00000000.parquet").write_bytes(b"")
+    assert "no _meta/job.json" in fails(capsys, "video", "--input", VIDEO, "--output", parts, *TINY_VIDEO)
 
 
 def test_flag_errors(capsys, tmp_path):
@@ -116,7 +124,7 @@ def test_crafted_ids_stay_inside_the_output(tmp_path):
 
     out = tmp_path / "out"
     for item_id in ("../../escape", "/etc/passwd", "..", "a/../../b\x00c"):
-        rel = save_picture(out, item_id, lambda p: p.write_bytes(b"png"))
+        rel = save_picture(str(out), item_id, lambda: b"png")
         path = (out / rel).resolve()
         assert path.is_file() and path.is_relative_to(out.resolve() / "_pictures")
     assert not (tmp_path / "escape.png").exists()

@@ -82,4 +82,17 @@ def check_rerun_adds_nothing(out: Path, args: list[str]) -> None:
 
 
 def manifest_ids(out: Path) -> set[str]:
-    return set(pq.read_table(out / "_manifest.parquet", columns=["id"]).column("id").to_pylist())
+    """The ids of the job's manifest (``_meta/manifest/``), read with plain pyarrow."""
+    return set(pq.read_table(out / "_meta" / "manifest", columns=["id"]).column("id").to_pylist())
+
+
+def bucket_fs(server):
+    """A pyarrow S3 filesystem on the test server, built independently of ``pipelines.storage``."""
+    from urllib.parse import urlparse
+
+    import pyarrow.fs as pafs
+
+    endpoint = urlparse(server.endpoint)
+    env = server.env()
+    return pafs.S3FileSystem(endpoint_override=endpoint.netloc, scheme=endpoint.scheme, region=env["AWS_REGION"],
+                             access_key=env["AWS_ACCESS_KEY_ID"], secret_key=env["AWS_SECRET_ACCESS_KEY"])

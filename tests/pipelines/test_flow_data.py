@@ -249,3 +249,74 @@ def test_real_research_samples_when_available():
     assert (~middlebury.valid).sum() == 3622 and np.abs(middlebury.flow).max() < 5
     assert pairs["flyingchairs/0000000-img0"].layout == "flyingchairs"
     assert pairs["flyingchairs_crop50/00001_img1"].flow_format == "flo"
+
+
+def test_discovery_and_loading_through_s3(layouts, s3):
+    """The same tree on an S3 API server: the same pairs (ids, layouts, GT) as locally, paths as URIs, and
+    the same decoded frames and ground truth."""
+    bucket = s3.new_bucket()
+    uri = s3.upload_dir(str(layouts), bucket, "flowdata")
+    local = discover_flow_pairs(layouts)
+    remote = discover_flow_pairs(uri)
+    assert [(p.pair_id, p.layout, p.flow_format) for p in remote] == [(p.pair_id, p.layout, p.flow_format)
+                                                                      for p in local]
+    for r, p in zip(remote, local):
+        for remote_path, local_path in ((r.frame1_path, p.frame1_path), (r.frame2_path, p.frame2_path),
+                                        (r.flow_path, p.flow_path)):
+            if local_path is None:
+                assert remote_path is None
+                continue
+            assert remote_path == f"{uri}/{Path(local_path).relative_to(layouts).as_posix()}"
+        loaded_remote, loaded_local = load_pair(r), load_pair(p)
+        for a, b in zip(loaded_remote, loaded_local):
+            if b is None:
+                assert a is None
+            else:
+                np.testing.assert_array_equal(a, b)
+
+
+def test_readers_take_uris(tmp_path, s3):
+    bucket = s3.new_bucket()
+    flow = random_flow(5)
+    write_flo(tmp_path / "a.flo", flow)
+    write_kitti_flow_png(tmp_path / "k.png", np.round(flow * 64) / 64)
+    uri = s3.upload_dir(str(tmp_path), bucket, "gt")
+    np.testing.assert_array_equal(read_flo(f"{uri}/a.flo"), flow)
+    np.testing.assert_array_equal(read_kitti_flow_png(f"{uri}/k.png")[0], np.round(flow * 64) / 64)
+    (tmp_path / "bad.flo").write_bytes(b"x" * 20)
+    s3.upload_dir(str(tmp_path), bucket, "gt")
+    with pytest.raises(FlowFormatError, match=f"{uri}/bad.flo: bad .flo magic"):
+        read_flo(f"{uri}/bad.flo")
+
+
+def test_pairs_stream_folder_by_folder(layouts, monkeypatch):
+    """The first pairs come before the walk has seen the whole tree (memory: one folder's names)."""
+    from pipelines import flow_data, storage
+
+    total = sum(1 for _ in storage.walk_files(storage.resolve(layouts)))
+    consumed = []
+    real_walk = storage.walk_files
+
+    def counting_walk(root, *args, **kwargs):
+        for entry in real_walk(root, *args, **kwargs):
+            consumed.append(entry.location.path)
+            yield entry
+
+    monkeypatch.setattr(flow_data.storage, "walk_files", counting_walk)
+    pairs = flow_data.iter_flow_pairs(layouts)
+    first = next(pairs)
+    assert first.pair_id == "chairs/00001-img0" and len(consumed) < total / 2
+    rest = list(pairs)
+    assert len(consumed) == total
+    assert sorted([first, *rest], key=lambda p: p.pair_id) == discover_flow_pairs(layouts)
+
+
+def test_output_folder_inside_the_input_is_not_searched(layouts):
+    from pipelines.flow_data import iter_flow_pairs
+
+    for n in (1, 2):  # what a flow job writes: pictures and .flo sidecars
+        write_image(layouts / "out" / "_pictures" / f"pair_{n}.png", 90 + n)
+    found = {p.pair_id for p in iter_flow_pairs(layouts)}
+    assert "out/_pictures/pair_1" in found  # a folder of frames, unless it is the output
+    assert {p.pair_id for p in iter_flow_pairs(layouts, exclude=str(layouts / "out"))} == found - {
+        "out/_pictures/pair_1"}

@@ -121,3 +121,19 @@ def test_decompression_bomb_is_rejected(monkeypatch):
     with pytest.raises(ImageDecodeError) as info:
         load_image(EDGE / "hopper.jpg")  # 16384 px > 2 * 1000
     assert info.value.reason == "too_large"
+
+
+def test_uris_decode_like_local_files(s3, tmp_path):
+    """Images on object storage (an S3 API server) are fetched through pipelines.storage."""
+    bucket = s3.new_bucket()
+    for name in ("pil123p.png", "hopper_orientation_6.jpg", "truncated_jpeg.jpg"):
+        (tmp_path / name).write_bytes((EDGE / name).read_bytes())
+    (tmp_path / "empty.png").write_bytes(b"")
+    uri = s3.upload_dir(str(tmp_path), bucket, "img")
+    for name in ("pil123p.png", "hopper_orientation_6.jpg"):
+        np.testing.assert_array_equal(load_image(f"{uri}/{name}"), load_image(EDGE / name))
+    for name, reason in (("truncated_jpeg.jpg", "truncated"), ("empty.png", "empty_file"),
+                         ("missing.png", "not_found")):
+        with pytest.raises(ImageDecodeError) as info:
+            load_image(f"{uri}/{name}")
+        assert info.value.reason == reason and f"{uri}/{name}" in str(info.value)

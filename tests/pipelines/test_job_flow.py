@@ -2,7 +2,8 @@
 
 Sintel frames (1024x436, tests/data/flow/sintel) in the MPI-Sintel layout with a synthetic ``.flo`` ground
 truth (FlyingChairs/KITTI/Middlebury are not redistributable), a pair with a truncated frame, and
-consecutive frames of a video plus an empty video.
+consecutive frames of a video plus an empty video. Metrics are checked against numpy on the flow sidecars;
+a second run has ground truth without a single valid pixel (KITTI and ``.flo``).
 """
 
 from __future__ import annotations
@@ -18,26 +19,34 @@ from _job_helpers import (
     check_output,
     check_rerun_adds_nothing,
     manifest_ids,
+    part_names,
     run_cli,
     summary,
 )
+from PIL import Image
 
 from pipelines import schemas
-from pipelines.flow_data import read_flo, write_flo
+from pipelines.flow_data import read_flo, write_flo, write_kitti_flow_png
 
 H, W = 436, 1024
 GT_FLOW = (1.5, -0.5)
 UNKNOWN = (slice(0, 10), slice(0, 20))  # Middlebury's unknown marker (1.67e9): masked, never scored
+REDONE = 2  # parts deleted to simulate a killed run
+MODEL = ["--model", "optical-flow", *TINY]
 
 
-@pytest.fixture(scope="module")
-def flow_run(ray_local, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("flow")
+def build_sintel_tree(tmp, crop: tuple[int, int] | None = None):
+    """training/clean/alley_1 (+ GT in training/flow/alley_1) and training/clean/broken_1 (truncated frame 2).
+    ``crop``: (h, w) of the top-left corner of the Sintel frames to use (small runs)."""
     clean = tmp / "sintel" / "training" / "clean" / "alley_1"
     clean.mkdir(parents=True)
+    h, w = crop or (H, W)
     for name in ("frame_0016.png", "frame_0017.png"):
-        shutil.copy(DATA / "flow" / "sintel" / name, clean / name)
-    gt = np.broadcast_to(np.float32(GT_FLOW), (H, W, 2)).copy()
+        if crop is None:
+            shutil.copy(DATA / "flow" / "sintel" / name, clean / name)
+        else:
+            Image.open(DATA / "flow" / "sintel" / name).crop((0, 0, w, h)).save(clean / name)
+    gt = np.broadcast_to(np.float32(GT_FLOW), (h, w, 2)).copy()
     gt[UNKNOWN] = 1.67e9
     (tmp / "sintel" / "training" / "flow" / "alley_1").mkdir(parents=True)
     write_flo(tmp / "sintel" / "training" / "flow" / "alley_1" / "frame_0016.flo", gt)
@@ -45,25 +54,54 @@ def flow_run(ray_local, tmp_path_factory):
     bad.mkdir()
     shutil.copy(DATA / "images" / "edge_cases" / "hopper.jpg", bad / "frame_0001.png")
     shutil.copy(DATA / "images" / "edge_cases" / "truncated_image.png", bad / "frame_0002.png")
+    return tmp / "sintel" / "training"
+
+
+@pytest.fixture(scope="module")
+def flow_run(ray_local, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("flow")
     out = tmp / "out"
-    args = ["flow", "--input", tmp / "sintel" / "training", DATA / "videos" / "torchcodec__h265_video.mp4",
-            DATA / "videos" / "broken" / "moviepy__result_empty.webm", "--output", out, "--model", "optical-flow",
-            *TINY, "--max-pairs", "2", "--tiles-per-call", "64", "--pictures"]
+    args = ["flow", "--input", build_sintel_tree(tmp), DATA / "videos" / "torchcodec__h265_video.mp4",
+            DATA / "videos" / "broken" / "moviepy__result_empty.webm", "--output", out, *MODEL,
+            "--max-pairs", "2", "--tiles-per-call", "64", "--pictures"]
     assert run_cli(*args) == 0
-    return out, args
+    # A killed run: some shards committed (their parts), no _SUCCESS. The rerun must redo exactly those.
+    for name in sorted(part_names(out))[-REDONE:]:
+        (out / name).unlink()
+    (out / "_SUCCESS").unlink()
+    kept = {name: (out / name).stat().st_mtime_ns for name in part_names(out)}
+    assert run_cli(*args) == 0
+    return out, args, kept
 
 
 def test_every_pair_accounted_once(flow_run):
-    out, _ = flow_run
+    out, _, _ = flow_run
     check_output(out, schemas.FLOW, manifest_ids(out), "input_id")
     assert len(manifest_ids(out)) == 4  # Sintel pair, broken pair, video, empty video
 
 
+def test_resume_redoes_only_the_missing_parts(flow_run):
+    out, _, kept = flow_run
+    s = summary(out)
+    assert s["run"]["processed_this_run"] == REDONE and s["counts"]["shards"] == 4
+    assert len(part_names(out)) == 4 and set(kept) < part_names(out)
+    assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept  # not rewritten
+
+
+def expected_metrics(flow: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> dict[str, float]:
+    """EPE, n-px accuracy and KITTI Fl-all over the valid pixels, straight from the definitions."""
+    epe = np.linalg.norm(flow.astype(np.float64) - gt, axis=-1)[valid]
+    norm = np.linalg.norm(gt.astype(np.float64), axis=-1)[valid]
+    return {"epe": epe.mean(), "acc_1px": (epe < 1).mean(), "acc_3px": (epe < 3).mean(),
+            "acc_5px": (epe < 5).mean(), "fl_all": ((epe > 3) & (epe > 0.05 * norm)).mean()}
+
+
 def test_rows(flow_run):
-    out, _ = flow_run
+    out, _, _ = flow_run
     rows = check_output(out, schemas.FLOW, manifest_ids(out), "input_id").to_pylist()
     sintel = [r for r in rows if r["layout"] == "sintel" and r["error"] is None]
-    video = sorted((r for r in rows if r["layout"] == "video" and r["error"] is None), key=lambda r: r["pair_index"])
+    video = sorted((r for r in rows if r["layout"] == "video" and r["error"] is None),
+                   key=lambda r: r["pair_index"])
     errors = {r["error_type"]: r for r in rows if r["error"] is not None}
     assert set(errors) == {"truncated", "empty_file"}
     assert errors["truncated"]["source2"].endswith("frame_0002.png")
@@ -72,19 +110,53 @@ def test_rows(flow_run):
     flow = read_flo(out / pair["flow_path"])  # the sidecar: full-size flow in pixels
     assert flow.shape == (H, W, 2) and np.isfinite(flow).all()
     assert pair["has_gt"] and pair["num_valid_px"] == H * W - 10 * 20
-    expected_epe = np.linalg.norm(flow - np.float32(GT_FLOW), axis=-1)
-    expected_epe[UNKNOWN] = np.nan
-    assert math.isclose(pair["epe"], np.nanmean(expected_epe), rel_tol=1e-4)
-    assert 0 <= pair["acc_1px"] <= pair["acc_3px"] <= pair["acc_5px"] <= 1 and pair["fl_all"] is not None
+    valid = np.ones((H, W), bool)
+    valid[UNKNOWN] = False
+    expected = expected_metrics(flow, np.broadcast_to(np.float32(GT_FLOW), (H, W, 2)), valid)
+    for name, value in expected.items():
+        assert math.isclose(pair[name], value, rel_tol=1e-4, abs_tol=1e-6), (name, pair[name], value)
     assert math.isclose(pair["flow_mean_px"], np.linalg.norm(flow, axis=-1).mean(), rel_tol=1e-4)
-    assert (out / pair["picture"]).is_file()
+    assert math.isclose(pair["flow_max_px"], np.linalg.norm(flow, axis=-1).max(), rel_tol=1e-4)
+    assert (out / pair["picture"]).is_file() and pair["picture"].startswith("_pictures/")
     assert [r["pair_index"] for r in video] == [0, 1]
     for r in video:
         assert r["id"] == f"{r['input_id']}:{r['pair_index']}" and not r["has_gt"] and r["epe"] is None
         assert read_flo(out / r["flow_path"]).shape == (r["height"], r["width"], 2) == (128, 128, 2)
     metrics = summary(out)["metrics"]
-    assert metrics["pairs_with_gt"] == 1 and math.isclose(metrics["epe"], pair["epe"], rel_tol=1e-5)
+    assert metrics["pairs_with_gt"] == 1 and metrics["valid_px"] == H * W - 200
+    for name in expected:  # one pair with GT: the pixel-weighted means are its own
+        assert math.isclose(metrics[name], pair[name], rel_tol=1e-5), name
+    assert math.isclose(metrics["epe_pair_mean"], pair["epe"], rel_tol=1e-5)
 
 
 def test_rerun_adds_nothing(flow_run):
-    check_rerun_adds_nothing(*flow_run)
+    out, args, _ = flow_run
+    check_rerun_adds_nothing(out, args)
+
+
+def test_ground_truth_without_valid_pixels(ray_local, tmp_path):
+    """KITTI GT with every validity bit 0 and a .flo of Middlebury unknowns: the pairs are scored on no
+    pixel, so their metrics (and the summary's) are null, with the counts beside them."""
+    h, w = 32, 48  # the tiny model's tile
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for name in ("kitti/training/image_2/000000_10.png", "kitti/training/image_2/000000_11.png",
+                 "chairs/00001-img0.ppm", "chairs/00001-img1.ppm"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / name)
+    (root / "kitti/training/flow_occ").mkdir()
+    write_kitti_flow_png(root / "kitti/training/flow_occ/000000_10.png", np.ones((h, w, 2)),
+                         np.zeros((h, w), bool))  # every validity bit 0
+    write_flo(root / "chairs/00001-gt.flo", np.full((h, w, 2), 1.67e9, np.float32))
+    out = tmp_path / "out"
+    assert run_cli("flow", "--input", root, "--output", out, *MODEL) == 0
+    rows = check_output(out, schemas.FLOW, manifest_ids(out), "input_id").to_pylist()
+    assert sorted(r["layout"] for r in rows) == ["flyingchairs", "kitti"]
+    for r in rows:
+        assert r["error"] is None and r["has_gt"] and r["num_valid_px"] == 0
+        assert all(r[name] is None for name in ("epe", "acc_1px", "acc_3px", "acc_5px", "fl_all"))
+        assert read_flo(out / r["flow_path"]).shape == (h, w, 2) and r["flow_mean_px"] is not None
+    s = summary(out)
+    assert s["complete"] and s["metrics"]["pairs_with_gt"] == 2 and s["metrics"]["valid_px"] == 0
+    assert all(s["metrics"][name] is None for name in ("epe", "acc_1px", "fl_all", "epe_pair_mean"))
+    assert s["metrics"]["flow_mean_px"] is not None

@@ -1,7 +1,8 @@
 """End to end: ``perceiver-jobs images`` on local Ray with the tiny learned-position classifier.
 
-tests/data/images (natural photos + Pillow's edge cases, four of which do not decode), and a Parquet file
-of image bytes (with a null and a garbage value).
+tests/data/images (natural photos + Pillow's edge cases, four of which do not decode), and Parquet files of
+image bytes (binary and Hugging Face ``struct<bytes, path>``, with null and garbage values). Predictions are
+checked against the same model run directly on the same pixels, accuracy against the rows themselves.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from _job_helpers import (
     DATA,
     TINY,
     check_output,
     check_rerun_adds_nothing,
     manifest_ids,
+    part_names,
     run_cli,
     summary,
 )
@@ -23,6 +26,24 @@ from pipelines import schemas
 
 UNDECODABLE = {"broken.png": "unidentified", "broken_data_stream.png": "decode_failed",
                "truncated_image.png": "truncated", "truncated_jpeg.jpg": "truncated"}
+MODEL = ["--model", "vision-learned", *TINY]
+REDONE = 3  # parts deleted to simulate a killed run
+
+
+def reference_top_k(image_bytes_or_path, k: int = 5) -> tuple[list[int], list[float]]:
+    """The tiny model's top-k on one image, computed here without the pipeline (same seed, same weights)."""
+    from perceiver_core.image_processor import preprocess_batch
+    from pipelines.image_io import load_image
+    from pipelines.model_workers import ModelSpec
+    from pipelines.stages.images import processor_config_for
+
+    model = ModelSpec("vision-learned", random_init=True, tiny=True).load()
+    processor = processor_config_for(None, model.config)
+    chw = torch.from_numpy(load_image(image_bytes_or_path)).permute(2, 0, 1)[None]
+    with torch.inference_mode():
+        probs = model(inputs=preprocess_batch(chw, processor)).logits.float().softmax(-1)[0]
+    scores, ids = probs.topk(k)
+    return ids.tolist(), scores.tolist()
 
 
 @pytest.fixture(scope="module")
@@ -31,19 +52,26 @@ def files_run(ray_local, tmp_path_factory):
     labels = tmp / "labels.csv"
     labels.write_text("file,wnid,label_index\nchelsea.png,n02123045,3\ncoffee.png,n07920052,7\n")
     out = tmp / "out"
-    args = ["images", "--input", DATA / "images", "--output", out, "--model", "vision-learned", *TINY,
-            "--batch-size", "4", "--labels-file", labels]
+    args = ["images", "--input", DATA / "images", "--output", out, *MODEL, "--batch-size", "4",
+            "--labels-file", labels]
     assert run_cli(*args) == 0
-    return out, args
+    # A killed run: some shards committed (their parts), no _SUCCESS. The rerun must redo exactly those.
+    for name in sorted(part_names(out))[-REDONE:]:
+        (out / name).unlink()
+    (out / "_SUCCESS").unlink()
+    kept = {name: (out / name).stat().st_mtime_ns for name in part_names(out)}
+    assert run_cli(*args) == 0
+    return out, args, kept
 
 
 def test_files(files_run):
-    out, _ = files_run
+    out, _, _ = files_run
     rows = check_output(out, schemas.IMAGES, manifest_ids(out)).to_pylist()
     by_name = {r["source"].rsplit("/", 1)[-1]: r for r in rows}
-    assert len(rows) == len(list((DATA / "images").rglob("*.*")))
+    assert len(rows) == len(list((DATA / "images").rglob("*.*"))) == 14
     for name, reason in UNDECODABLE.items():
         assert by_name[name]["error_type"] == reason and by_name[name]["top_k_ids"] is None
+        assert name in by_name[name]["error"]
     for name, r in by_name.items():
         if name in UNDECODABLE:
             continue
@@ -51,23 +79,141 @@ def test_files(files_run):
         assert len(r["top_k_ids"]) == 5 and r["top_k_labels"] == [f"LABEL_{i}" for i in r["top_k_ids"]]
     assert (by_name["hopper_orientation_6.jpg"]["width"], by_name["pil123p.png"]["width"]) == (128, 162)
     assert by_name["chelsea.png"]["label_index"] == 3 and by_name["astronaut.png"]["label_index"] is None
+    ids, scores = reference_top_k(DATA / "images" / "natural" / "chelsea.png")
+    assert by_name["chelsea.png"]["top_k_ids"] == ids
+    assert by_name["chelsea.png"]["top_k_scores"] == pytest.approx(scores, abs=1e-5)
+    labelled = [r for r in rows if r["label_index"] is not None]
     metrics = summary(out)["metrics"]
-    assert metrics["labelled_items"] == 2 and 0 <= metrics["top1_accuracy"] <= metrics["top5_accuracy"] <= 1
+    assert metrics["labelled_items"] == len(labelled) == 2
+    assert metrics["top1_accuracy"] == sum(r["top_k_ids"][0] == r["label_index"] for r in labelled) / 2
+    assert metrics["top5_accuracy"] == sum(r["label_index"] in r["top_k_ids"] for r in labelled) / 2
+
+
+def test_resume_redoes_only_the_missing_parts(files_run):
+    out, _, kept = files_run
+    s = summary(out)
+    assert s["run"]["processed_this_run"] == REDONE and s["counts"]["shards"] == 14
+    assert len(part_names(out)) == 14 and set(kept) < part_names(out)
+    assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept  # not rewritten
 
 
 def test_rerun_adds_nothing(files_run):
-    check_rerun_adds_nothing(*files_run)
+    out, args, _ = files_run
+    check_rerun_adds_nothing(out, args)
 
 
-def test_parquet_with_image_bytes(ray_local, tmp_path):
+@pytest.fixture(scope="module")
+def parquet_inputs(tmp_path_factory):
+    """Two Parquet files: binary cells (one null, one garbage) and Hugging Face image structs whose null
+    ``bytes`` names a real image in ``path`` (which must never be opened)."""
+    folder = tmp_path_factory.mktemp("parquet")
     good = (DATA / "images" / "edge_cases" / "hopper.jpg").read_bytes()
-    table = pa.table({"key": ["a", "b", "c", "../../escape"],
-                      "image": pa.array([good, None, b"not an image", good], pa.binary())})
-    pq.write_table(table, tmp_path / "shard.parquet", row_group_size=2)
+    chelsea = (DATA / "images" / "natural" / "chelsea.png").read_bytes()
+    binary = pa.table({"key": ["a", "b", "c", "../../escape"],
+                       "image": pa.array([good, None, b"not an image", good], pa.binary())})
+    pq.write_table(binary, folder / "shard-0.parquet", row_group_size=2)
+    struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    hf = pa.table({"key": ["d", "e", "f"], "image": pa.array(
+        [{"bytes": chelsea, "path": "chelsea.png"},
+         {"bytes": None, "path": str(DATA / "images" / "natural" / "coffee.png")}, None], struct)})
+    pq.write_table(hf, folder / "shard-1.parquet", row_group_size=1)
+    return folder, good, chelsea
+
+
+def test_parquet_with_image_bytes(ray_local, parquet_inputs, tmp_path):
+    folder, good, chelsea = parquet_inputs
     out = tmp_path / "out"
-    assert run_cli("images", "--input", tmp_path / "shard.parquet", "--output", out, "--model", "vision-learned",
-                   *TINY, "--id-column", "key") == 0
-    rows = {r["id"]: r for r in check_output(out, schemas.IMAGES, {"a", "b", "c", "../../escape"}).to_pylist()}
-    assert rows["a"]["error"] is None and rows["../../escape"]["error"] is None
+    assert run_cli("images", "--input", folder, "--output", out, *MODEL, "--id-column", "key") == 0
+    table = check_output(out, schemas.IMAGES, set("abcdef") | {"../../escape"})
+    rows = {r["id"]: r for r in table.to_pylist()}
+    assert rows["a"]["error"] is None and rows["../../escape"]["error"] is None and rows["d"]["error"] is None
     assert rows["b"]["error_type"] == "empty_file" and rows["c"]["error_type"] == "unidentified"
-    assert rows["a"]["source"].endswith("shard.parquet#0") and rows["a"]["top_k_ids"] == rows["../../escape"]["top_k_ids"]
+    assert rows["e"]["error_type"] == rows["f"]["error_type"] == "empty_file"  # the struct's path: not opened
+    assert rows["a"]["source"].endswith("shard-0.parquet#0")
+    assert rows["d"]["source"].endswith("shard-1.parquet#0")
+    assert rows["a"]["top_k_ids"] == rows["../../escape"]["top_k_ids"] == reference_top_k(good)[0]
+    assert rows["d"]["top_k_ids"] == reference_top_k(chelsea)[0] and rows["d"]["width"] == 451
+
+
+def test_parquet_ids_without_id_column_are_file_and_row(ray_local, parquet_inputs, tmp_path):
+    from pipelines.manifest import stable_id
+
+    folder, *_ = parquet_inputs
+    out = tmp_path / "out"
+    assert run_cli("images", "--input", folder / "shard-0.parquet", "--output", out, *MODEL,
+                   "--limit", "3") == 0
+    expected = {stable_id("shard-0.parquet", i) for i in range(3)}  # --limit: the first 3 rows
+    rows = check_output(out, schemas.IMAGES, expected).to_pylist()
+    assert {r["source"].rsplit("#", 1)[1] for r in rows} == {"0", "1", "2"}
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("column, value, message", [
+    ("image", pa.array(["x.png"], pa.string()), "not binary"),
+    ("image", pa.array([{"path": "x.png"}], pa.struct([("path", pa.string())])), "without a 'bytes' field"),
+    ("image", pa.array([1], pa.int64()), "not binary"),
+    ("picture", pa.array([b"x"], pa.binary()), "no column 'image'"),
+])
+def test_parquet_image_column_refused_before_any_work(tmp_path, capsys, column, value, message):
+    pq.write_table(pa.table({column: value, "key": ["k"]}), tmp_path / "bad.parquet")
+    out = tmp_path / "out"
+    assert run_cli("images", "--input", tmp_path / "bad.parquet", "--output", out, *MODEL) == 2
+    err = _one_line_error(capsys)
+    assert message in err and "bad.parquet" in err
+    assert not out.exists()  # refused before the output folder was created
+
+
+@pytest.mark.parametrize("keys, message", [(["k1", None, "k3"], "is null in row 1"),
+                                           (["k1", "k2", "k1"], "repeats the id 'k1'")])
+def test_bad_id_column_refused(tmp_path, capsys, keys, message):
+    good = (DATA / "images" / "edge_cases" / "hopper.jpg").read_bytes()
+    pq.write_table(pa.table({"image": pa.array([good] * 3, pa.binary()), "key": keys}),
+                   tmp_path / "ids.parquet")
+    out = tmp_path / "out"
+    assert run_cli("images", "--input", tmp_path / "ids.parquet", "--output", out, *MODEL,
+                   "--id-column", "key") == 2
+    assert message in _one_line_error(capsys)
+    assert not (out / "_meta" / "job.json").exists() and not list(out.glob("part-*"))
+
+
+def test_mixed_inputs_refused(tmp_path, capsys):
+    pq.write_table(pa.table({"image": pa.array([b"x"], pa.binary())}), tmp_path / "a.parquet")
+    out = tmp_path / "out"
+    assert run_cli("images", "--input", tmp_path / "a.parquet", DATA / "images" / "natural", "--output", out,
+                   *MODEL) == 2
+    assert "mix of Parquet and image-file inputs" in _one_line_error(capsys)
+
+
+def test_parquet_items_stream_file_by_file(tmp_path, monkeypatch):
+    """The listing reads one file at a time (lazily), only its footer and the --id-column."""
+    from jobs.images import image_items
+    from pipelines import storage
+
+    for k in range(3):
+        table = pa.table({"image": pa.array([b"x"] * 4, pa.binary()), "key": [f"{k}-{i}" for i in range(4)]})
+        pq.write_table(table, tmp_path / f"part-{k}.parquet", row_group_size=2)
+    opened, columns_read = [], []
+    real_open, real_read = storage.Location.open_input, pq.ParquetFile.read_row_group
+
+    def open_input(self):
+        opened.append(self.name)
+        return real_open(self)
+
+    def read_row_group(self, i, columns=None, **kwargs):
+        columns_read.append(columns)
+        return real_read(self, i, columns=columns, **kwargs)
+
+    monkeypatch.setattr(storage.Location, "open_input", open_input)
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", read_row_group)
+    items = image_items([str(tmp_path)], id_column="key")
+    first = next(items)
+    assert first["id"] == "0-0" and first["row_index"] == 0 and opened == ["part-0.parquet"]
+    rest = list(items)
+    assert [r["id"] for r in rest][-1] == "2-3" and len(rest) == 11
+    assert opened == ["part-0.parquet", "part-1.parquet", "part-2.parquet"]
+    assert columns_read == [["key"]] * 6  # two row groups per file, never the image column

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from _job_helpers import (
     DATA,
@@ -33,10 +34,14 @@ def video_run(ray_local, tmp_path_factory):
     out = tmp / "out"
     args = ["video", "--input", VIDEOS, "--output", out, "--model", "multimodal", *TINY, "--clips-per-video", "2",
             "--batch-size", "4", "--pictures", "--labels-file", labels, "--commit-interval", "0"]
-    # A first run over part of the corpus stands in for a job killed half-way; the second run resumes it.
-    assert run_cli(*args, "--limit", "5") == 0
+    assert run_cli(*args) == 0
+    # A job killed half-way leaves some shards committed (their part files) and no _SUCCESS: remove three
+    # shards' parts, then the rerun must redo exactly those three inputs (one video per shard here).
+    for name in sorted(part_names(out))[-3:]:
+        (out / name).unlink()
+    (out / "_SUCCESS").unlink()
     first_parts = part_names(out)
-    first_rows = check_output(out, schemas.VIDEO, manifest_ids(out), "input_id").num_rows
+    first_rows = pq.read_table([str(out / n) for n in first_parts]).num_rows
     assert run_cli(*args) == 0
     return out, args, first_parts, first_rows
 
@@ -100,3 +105,31 @@ def test_changed_options_refuse_the_folder(video_run, capsys):
     changed[changed.index("--clips-per-video") + 1] = "3"
     assert run_cli(*changed) == 2
     assert "another run" in capsys.readouterr().err
+
+
+def test_output_folder_reads_in_duckdb_and_polars(video_run):
+    """The data glob ``out/*.parquet`` holds only data parts: DuckDB and Polars see the rows pyarrow sees."""
+    duckdb = pytest.importorskip("duckdb")
+    pl = pytest.importorskip("polars")
+    out = video_run[0]
+    expected = sorted(pq.read_table(out).column("id").to_pylist())
+    glob = str(out / "*.parquet")
+    assert sorted(r[0] for r in duckdb.sql(f"SELECT id FROM read_parquet('{glob}')").fetchall()) == expected
+    assert sorted(pl.read_parquet(glob)["id"].to_list()) == expected
+    assert sorted(pl.scan_parquet(glob).select("id").collect()["id"].to_list()) == expected
+
+
+def test_every_input_failed_exits_nonzero(ray_local, tmp_path, capsys):
+    """Accounting can be complete while nothing succeeded (e.g. every path missing on the workers): the
+    error rows and the summary are written, but the job exits 1 with one line naming the error types."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("a.mp4", "b.webm"):
+        (inputs / name).write_bytes(b"")
+    out = tmp_path / "out"
+    assert run_cli("video", "--input", inputs, "--output", out, "--model", "multimodal", *TINY) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == "perceiver-jobs video: error: every one of the 2 inputs failed (empty_file x2)"
+    s = summary(out)
+    assert s["complete"] and s["counts"]["inputs_failed"] == 2 and s["counts"]["inputs_ok"] == 0
+    assert sorted(pq.read_table(out).column("error_type").to_pylist()) == ["empty_file", "empty_file"]

@@ -11,6 +11,7 @@ import pytest
 from pipelines.manifest import stable_id
 from pipelines.text_io import (
     TEXT_ROW_SCHEMA,
+    iter_range_lines,
     read_jsonl,
     read_labelled_lines,
     read_parquet_text,
@@ -103,12 +104,59 @@ def test_labelled_lines(tmp_path):
     (tmp_path / "sst.dev").write_bytes(b"1 a stirring , funny and finally transporting re-imagining .\n"
                                        b"0 it 's slow -- very , very slow .\r\n"
                                        b"positive not a label\n\n"
-                                       b"5 How far is it from Denver to Aspen ?\n")
+                                       b"5 How far is it from Denver to Aspen ?\n"
+                                       b"2147483648 one past int32\n-2147483648 int32 min\n")
     rows = list(read_labelled_lines(tmp_path / "sst.dev"))
-    assert [(r["index"], r["label"]) for r in rows] == [(0, 1), (1, 0), (2, None), (4, 5)]
+    assert [(r["index"], r["label"]) for r in rows] == [(0, 1), (1, 0), (2, None), (4, 5), (5, None),
+                                                         (6, -2147483648)]
     assert rows[1]["text"] == "it 's slow -- very , very slow ."
     assert rows[2]["error"].startswith("bad_label") and rows[2]["raw"] == b"positive not a label"
     assert rows[3]["text"] == "How far is it from Denver to Aspen ?"
+    assert rows[4]["error"] == "bad_label: label 2147483648 does not fit a 32-bit integer"
+
+
+def test_non_string_values_are_not_a_string_in_every_format(tmp_path):
+    pq.write_table(pa.table({"text": pa.array([7, None], pa.int32())}), tmp_path / "ints.parquet")
+    (tmp_path / "ints.jsonl").write_text('{"text": 7}\n{"text": null}\n{"text": [1]}\n')
+    parquet = list(read_parquet_text(tmp_path / "ints.parquet"))
+    jsonl = list(read_jsonl(tmp_path / "ints.jsonl"))
+    assert [r["error"] for r in parquet] == ["not_a_string: column 'text' is int32", "null: value is null"]
+    assert [r["error"] for r in jsonl] == ["not_a_string: field 'text' is int", "not_a_string: field 'text' is null",
+                                           "not_a_string: field 'text' is list"]
+    assert all(r["text"] is None for r in parquet + jsonl)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_utf16_and_utf32_files(tmp_path, encoding):
+    text = "\u00e9t\u00e9\nhiver [MASK]\n"
+    bom = {"utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff"}.get(encoding, b"")
+    (tmp_path / "w.txt").write_bytes(bom + text.encode(encoding))  # "utf-16"/"utf-32" write their own BOM
+    (row,) = read_text_file(tmp_path / "w.txt")  # per line: one error row for the file, never garbage
+    reason = "utf32_unsupported" if encoding == "utf-32" else "utf16_unsupported"
+    assert row["error"].startswith(f"{reason}: ") and row["text"] is None and row["index"] is None
+    assert row["id"] == stable_id("w.txt")
+    (whole,) = read_text_file(tmp_path / "w.txt", mode="file")  # whole: decoded
+    assert (whole["text"], whole["error"]) == (text, None)
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\x00\xd8")  # a lone surrogate
+    (bad,) = read_text_file(tmp_path / "bad.txt", mode="file")
+    assert bad["error"].startswith("invalid_utf16: ") and bad["raw"] == b"\xff\xfe\x00\xd8"
+
+
+def test_iter_range_lines_against_a_byte_by_byte_split():
+    import io
+
+    data = b"\xef\xbb\xbfa\r\n\n b\nccc\r\n  \nd"
+    starts = [0] + [k + 1 for k, c in enumerate(data) if c == 10]
+    expected = {0: b"a", 2: b" b", 3: b"ccc", 5: b"d"}
+    for cut in range(1, len(data) + 1):
+        got = {}
+        for lo, hi in ((0, cut), (cut, len(data))):
+            first = sum(1 for s in starts if s < lo)
+            for index, line in iter_range_lines(io.BytesIO(data), lo, hi, first, chunk_size=2):
+                assert index not in got
+                assert starts[index] >= lo and (starts[index] < hi or lo == hi)  # the line starts in the range
+                got[index] = line
+        assert got == expected, cut
 
 
 def test_read_texts_dispatch_and_table(tmp_path, corpus):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import wave
 from pathlib import Path
@@ -15,6 +16,7 @@ import torchvision.transforms.v2.functional as TF
 from pipelines.video_decode import (
     Clip,
     ClipSpec,
+    FrameResizer,
     VideoDecodeError,
     clips_for_frames,
     count_clips,
@@ -279,3 +281,69 @@ def test_count_clips_matches_decoding(path, spec):
     n = len(decode_clips(path, spec))
     assert count_clips(path, spec, exact=True) == n
     assert count_clips(path, spec) == n
+
+
+# ------------------------------------------------------------------ display orientation (rotation metadata)
+def quadrant_picture(height: int, width: int) -> np.ndarray:
+    """Four flat colours, one per quadrant, so any turn or mirror of the picture shows."""
+    img = np.zeros((height, width, 3), np.uint8)
+    img[: height // 2, : width // 2] = (255, 0, 0)
+    img[: height // 2, width // 2 :] = (0, 255, 0)
+    img[height // 2 :, : width // 2] = (0, 0, 255)
+    img[height // 2 :, width // 2 :] = (255, 255, 255)
+    return img
+
+
+def oriented_video(stored: np.ndarray, degrees: float, hflip: bool = False, vflip: bool = False) -> bytes:
+    """An MP4 of `stored` frames with a display matrix (PyAV: counter-clockwise degrees, then mirrors)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.height, stream.width = stored.shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.set_display_rotation(degrees, hflip=hflip, vflip=vflip)
+        for i in range(2):
+            frame = av.VideoFrame.from_ndarray(stored, format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return buf.getvalue()
+
+
+def upright_clip_frame(data: bytes, height: int, width: int) -> np.ndarray:
+    spec = ClipSpec(num_frames=2, height=height, width=width, audio_stream=None)
+    return next(iter_clips(data, spec)).frames[0]
+
+
+def test_portrait_phone_video_comes_out_upright():
+    """A phone held upright stores the sensor's landscape picture and a 'rotate 90 clockwise' matrix."""
+    upright = quadrant_picture(64, 32)  # what the camera saw: portrait
+    stored = np.ascontiguousarray(np.rot90(upright, k=1))  # 32 x 64 landscape, turned counter-clockwise
+    frame = upright_clip_frame(oriented_video(stored, -90), 64, 32)
+    assert frame.shape == (64, 32, 3)
+    assert np.abs(frame.astype(int) - upright).mean() < 10  # lossy mpeg4; a wrong turn is off by ~150
+    unrotated = upright_clip_frame(oriented_video(stored, 0), 32, 64)
+    assert np.abs(unrotated.astype(int) - stored).mean() < 10  # no matrix: the picture as stored
+
+
+@pytest.mark.parametrize("degrees", [0, 90, 180, 270])
+@pytest.mark.parametrize("hflip, vflip", [(False, False), (True, False), (False, True)])
+def test_every_display_orientation_is_applied(degrees, hflip, vflip):
+    # PyAV's documented meaning of the matrix it writes: turn counter-clockwise by `degrees`, then mirror.
+    stored = quadrant_picture(32, 64)
+    expected = np.rot90(stored, k=degrees // 90)
+    expected = expected[:, ::-1] if hflip else expected
+    expected = expected[::-1] if vflip else expected
+    frame = upright_clip_frame(oriented_video(stored, degrees, hflip, vflip), *expected.shape[:2])
+    assert frame.shape == expected.shape
+    assert np.abs(frame.astype(int) - expected).mean() < 10
+
+
+def test_legacy_rotate_tag_is_a_clockwise_turn():
+    """Files whose frames carry no display matrix may still have the old `rotate` stream tag."""
+    stored = quadrant_picture(32, 64)
+    frame = av.VideoFrame.from_ndarray(stored, format="rgb24")
+    assert len(frame.side_data) == 0
+    turned = FrameResizer(64, 32, rotate_tag="90")(frame)
+    np.testing.assert_array_equal(turned, np.rot90(stored, k=-1))
+    np.testing.assert_array_equal(FrameResizer(32, 64, rotate_tag="bogus")(frame), stored)
