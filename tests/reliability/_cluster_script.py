@@ -1,11 +1,13 @@
 """A local multi-node Ray cluster (ray.cluster_utils.Cluster) for the reliability tests, run as a subprocess.
 
     python _cluster_script.py --control DIR [--head-cpus 1] [--worker-cpus 1] [--object-store-memory B]
-                              [--remove-worker-after-part OUT]
+                              [--remove-worker-after-part OUT | --remove-worker-on-request]
 
 Writes ``DIR/address`` when the cluster is up. With ``--remove-worker-after-part OUT`` it waits for the
-first committed part file in OUT, kills the worker node (non-graceful, as a lost machine), writes
-``DIR/removed``, then adds a fresh 1-CPU node (as an autoscaler would) and writes ``DIR/replaced``.
+first committed part file in the local folder OUT (with ``--remove-worker-on-request``: for the file
+``DIR/remove``, which the test writes, e.g. once it sees a part on object storage), kills the worker node
+(non-graceful, as a lost machine), writes ``DIR/removed``, then adds a fresh node (as an autoscaler would)
+and writes ``DIR/replaced``.
 Shuts everything down when ``DIR/stop`` appears (or after an hour).
 """
 
@@ -23,6 +25,7 @@ def main() -> None:
     p.add_argument("--worker-cpus", type=int, default=0)
     p.add_argument("--object-store-memory", type=int, default=None)
     p.add_argument("--remove-worker-after-part", type=Path, default=None)
+    p.add_argument("--remove-worker-on-request", action="store_true")
     a = p.parse_args()
 
     from ray.cluster_utils import Cluster
@@ -35,8 +38,13 @@ def main() -> None:
         cluster.wait_for_nodes()
         (a.control / "address").write_text(cluster.address)
         deadline = time.monotonic() + 3600
-        if a.remove_worker_after_part is not None and worker is not None:
-            while not list(a.remove_worker_after_part.glob("part-*.parquet")):
+        if (a.remove_worker_after_part is not None or a.remove_worker_on_request) and worker is not None:
+            def triggered() -> bool:
+                if a.remove_worker_on_request:
+                    return (a.control / "remove").exists()
+                return bool(list(a.remove_worker_after_part.glob("part-*.parquet")))
+
+            while not triggered():
                 if (a.control / "stop").exists() or time.monotonic() > deadline:
                     return
                 time.sleep(0.05)

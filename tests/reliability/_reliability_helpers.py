@@ -1,7 +1,8 @@
 """Shared pieces of the reliability tests: run the CLI as a subprocess, kill process trees, check exactly-once.
 
-Everything here reads the output the way a user does (plain pyarrow over the committed part files) and
-counts against the run's own ``_manifest.parquet``.
+Everything here reads the output the way a user does: plain ``pyarrow.fs`` + ``pyarrow.parquet`` over the
+committed part files (locally or on the S3 test server), never ``pipelines.storage``, and counts against the
+run's own manifest (``_meta/manifest/``).
 """
 
 from __future__ import annotations
@@ -9,14 +10,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +29,112 @@ VIDEOS = ROOT / "tests" / "data" / "videos"
 SMALL_CLIPS = [VIDEOS / "torchcodec__h265_video.mp4", VIDEOS / "moviepy__big_buck_bunny_432_433.webm"]
 TINY_VIDEO = ["--model", "multimodal", "--random-init", "--tiny", "--no-progress"]
 CLUSTER_SCRIPT = Path(__file__).with_name("_cluster_script.py")
-PART_GLOB = "part-*.parquet"  # pipelines.sink.PART_RE: part-<run>-<seq>.parquet; temporaries start with "."
+PART_RE = re.compile(r"^part-\d+\.parquet$")  # pipelines.commit: part-<shard>.parquet, written whole
+STORAGE_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+               "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+
+
+# ----------------------------------------------------------------------------- reading an output folder
+
+
+@dataclass(frozen=True)
+class Output:
+    """An output folder on a ``pyarrow.fs`` filesystem (``root`` is that filesystem's path)."""
+
+    fs: pafs.FileSystem
+    root: str
+    uri: str  # what the CLI is given as --output
+
+    @classmethod
+    def local(cls, path: Path) -> Output:
+        return cls(pafs.LocalFileSystem(), str(path), str(path))
+
+    @classmethod
+    def s3(cls, server, bucket: str, prefix: str) -> Output:
+        env = server.env()
+        fs = pafs.S3FileSystem(access_key=env["AWS_ACCESS_KEY_ID"], secret_key=env["AWS_SECRET_ACCESS_KEY"],
+                               region=env["AWS_REGION"], scheme="http",
+                               endpoint_override=server.endpoint.split("://", 1)[1])
+        return cls(fs, f"{bucket}/{prefix}", f"s3://{bucket}/{prefix}")
+
+    def path(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def is_file(self, name: str) -> bool:
+        return self.fs.get_file_info(self.path(name)).type == pafs.FileType.File
+
+    def names(self) -> list[str]:
+        infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=False, allow_not_found=True))
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
+
+    def parts(self) -> list[str]:
+        return [self.path(n) for n in self.names() if PART_RE.match(n)]
+
+    def read_parts(self, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(self.parts(), filesystem=self.fs, columns=columns)
+
+    def manifest_ids(self) -> set[str]:
+        table = pq.read_table(self.path("_meta/manifest"), filesystem=self.fs, columns=["id"])
+        return set(table.column("id").to_pylist())
+
+    def summary(self) -> dict:
+        with self.fs.open_input_stream(self.path("_summary.json")) as f:
+            return json.loads(f.read())
+
+
+def as_output(out: Path | Output) -> Output:
+    return out if isinstance(out, Output) else Output.local(out)
+
+
+def parts(out: Path) -> list[Path]:
+    return [Path(p) for p in Output.local(out).parts()]
+
+
+def committed_units(out: Path | Output) -> set[str]:
+    view = as_output(out)
+    return set(view.read_parts(["input_id"]).column("input_id").to_pylist()) if view.parts() else set()
+
+
+def check_exactly_once(out: Path | Output, clips_per_input: int | None = None) -> dict:
+    """Each manifest video accounted for once: clip ids unique, clip indices 0..k-1 without gaps, an error is
+    one row, successes + errors == manifest, summary complete. Returns the summary."""
+    view = as_output(out)
+    assert view.is_file("_SUCCESS"), "no _SUCCESS"
+    rows = view.read_parts().to_pylist()
+    manifest = view.manifest_ids()
+    ids = Counter(r["id"] for r in rows)
+    assert not [i for i, n in ids.items() if n > 1], "duplicate rows"
+    by_unit: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_unit[r["input_id"]].append(r)
+    ok = {u for u, rs in by_unit.items() if all(r["error"] is None for r in rs)}
+    failed = {u for u, rs in by_unit.items() if any(r["error"] is not None for r in rs)}
+    assert not ok & failed
+    assert ok | failed == manifest, (manifest - ok - failed, (ok | failed) - manifest)
+    for u in failed:
+        assert len(by_unit[u]) == 1, by_unit[u]  # an error is one row
+    for u in ok:
+        idx = sorted(r["clip_index"] for r in by_unit[u])
+        assert idx == list(range(len(idx))), (u, idx)  # no clip missing in the middle
+        if clips_per_input is not None:
+            assert len(idx) == clips_per_input, (u, idx)
+    summary = view.summary()
+    assert summary["complete"] is True, summary
+    assert summary["counts"]["inputs"] == len(manifest)
+    assert summary["counts"]["duplicate_ids"] == 0
+    assert summary["counts"]["rows"] == len(rows)
+    return summary
+
+
+def check_made_clips(out: Path | Output, n_inputs: int, clips_per_video: int) -> dict:
+    """``check_exactly_once`` for a ``make_clips`` corpus: every input succeeded, each with ``clips_per_video``
+    clips (both sample videos are long enough). Returns the summary."""
+    summary = check_exactly_once(out, clips_per_video)
+    assert summary["counts"]["inputs_ok"] == n_inputs
+    return summary
+
+
+# ----------------------------------------------------------------------------- inputs and commands
 
 
 def make_clips(folder: Path, n: int) -> Path:
@@ -36,24 +146,41 @@ def make_clips(folder: Path, n: int) -> Path:
     return folder
 
 
-def video_cmd(inp: Path, out: Path, *extra: str) -> list[str]:
+def video_cmd(inp: Path | str, out: Path | str, *extra: object) -> list[str]:
     return [sys.executable, "-m", "jobs", "video", "--input", str(inp), "--output", str(out), *TINY_VIDEO,
             *map(str, extra)]
 
 
-def start(cmd: list[str], log: Path) -> subprocess.Popen:
-    """Start ``cmd`` in its own session (process group), output to ``log``."""
-    fh = open(log, "ab")  # noqa: SIM115 - closed with the process
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without storage credentials/endpoints, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in STORAGE_ENV}
+    return {**env, "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0", **(extra or {})}
+
+
+def start(cmd: list[str], log: Path, env: dict[str, str] | None = None, stderr: Path | None = None) -> subprocess.Popen:
+    """Start ``cmd`` in its own session (process group), stdout (and stderr unless ``stderr``) to ``log``.
+    ``env``: extra variables over ``clean_env()``."""
+    out = open(log, "ab")  # noqa: SIM115 - closed with the process
+    err = open(stderr, "ab") if stderr else subprocess.STDOUT  # noqa: SIM115
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err, start_new_session=True, env=clean_env(env))
+
+
+def run(cmd: list[str], log: Path, env: dict[str, str] | None = None, timeout: float = 400) -> int:
+    proc = start(cmd, log, env)
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc)
 
 
 @contextlib.contextmanager
 def local_cluster(tmp_path: Path, *args: object) -> Iterator[tuple[str, Path]]:
     """A local multi-node Ray cluster run by ``_cluster_script.py`` (``args``: its flags): yields (address,
-    control folder) once the head is up; on exit asks the script to stop and kills it if it does not."""
+    control folder) once the head is up; on exit asks the script to stop and kills it if it does not.
+    The cluster gets no storage credentials: jobs must ship them (``storage.worker_env()`` runtime_env)."""
     control = tmp_path / "control"
-    control.mkdir()
+    control.mkdir(parents=True)
     log = tmp_path / "cluster.log"
     cluster = start([sys.executable, str(CLUSTER_SCRIPT), "--control", str(control), *map(str, args)], log)
     try:
@@ -67,15 +194,21 @@ def local_cluster(tmp_path: Path, *args: object) -> Iterator[tuple[str, Path]]:
             kill_tree(cluster)
 
 
+# ----------------------------------------------------------------------------- processes
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _ppids() -> dict[int, int]:
     out = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            out[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+        if entry.isdigit() and (fields := _proc_stat(int(entry))):
+            out[int(entry)] = int(fields[1])
     return out
 
 
@@ -89,6 +222,15 @@ def descendants(pid: int) -> list[int]:
         for c in children.get(todo.pop(), []):
             found.append(c)
             todo.append(c)
+    return found
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _proc_stat(int(entry))) and int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(entry))
     return found
 
 
@@ -114,7 +256,8 @@ def kill_tree(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def wait_until(predicate, timeout: float, proc: subprocess.Popen | None = None, poll: float = 0.1) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float, proc: subprocess.Popen | None = None,
+               poll: float = 0.1) -> bool:
     """Poll ``predicate`` until true; False on timeout or when ``proc`` exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -126,55 +269,28 @@ def wait_until(predicate, timeout: float, proc: subprocess.Popen | None = None, 
     return False
 
 
-def parts(out: Path) -> list[Path]:
-    return sorted(out.glob(PART_GLOB))
+def mid_job(out: Path | Output, proc: subprocess.Popen, ready: Callable[[], bool] = lambda: True,
+            timeout: float = 300) -> bool:
+    """Wait until the job is half-way: at least one part committed, no ``_SUCCESS``, ``proc`` still running
+    (and ``ready()``). False when the job finished (or timed out) first: the caller retries with more inputs."""
+    view = as_output(out)
+
+    def half_way() -> bool:
+        return bool(view.parts()) and ready() and not view.is_file("_SUCCESS") and proc.poll() is None
+
+    return wait_until(half_way, timeout, proc, poll=0.05) and proc.poll() is None
 
 
-def committed_units(out: Path) -> set[str]:
-    files = parts(out)
-    return set(pq.read_table(files, columns=["input_id"]).column("input_id").to_pylist()) if files else set()
+def corpus_sizes(first: int) -> Iterator[int]:
+    """Input counts for a test that must catch a job half-way: ``first``, then more each time the machine
+    was too fast (the job finished before it could be interrupted). Never a skip."""
+    yield from (first, first * 3, first * 9)
 
 
 def log_tail(log: Path, n: int = 4000) -> str:
     return log.read_text(errors="replace")[-n:] if log.exists() else ""
 
 
-def check_exactly_once(out: Path, clips_per_source: dict[str, int] | None = None) -> dict:
-    """Each manifest video accounted for once: clip ids unique, clip indices 0..k-1 without gaps,
-    successes + errors == manifest, summary complete. Returns the summary."""
-    assert (out / "_SUCCESS").is_file(), "no _SUCCESS"
-    table = pq.read_table(parts(out))
-    rows = table.to_pylist()
-    manifest = set(pq.read_table(out / "_manifest.parquet", columns=["id"]).column("id").to_pylist())
-    ids = Counter(r["id"] for r in rows)
-    assert not [i for i, n in ids.items() if n > 1], "duplicate rows"
-    by_unit: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by_unit[r["input_id"]].append(r)
-    ok = {u for u, rs in by_unit.items() if all(r["error"] is None for r in rs)}
-    failed = {u for u, rs in by_unit.items() if any(r["error"] is not None for r in rs)}
-    assert not ok & failed
-    assert ok | failed == manifest, (manifest - ok - failed, (ok | failed) - manifest)
-    for u in failed:
-        assert len(by_unit[u]) == 1, by_unit[u]  # an error is one row
-    for u in ok:
-        idx = sorted(r["clip_index"] for r in by_unit[u])
-        assert idx == list(range(len(idx))), (u, idx)  # no clip missing in the middle
-    if clips_per_source is not None:  # copies of one file must yield the same number of clips
-        for u in ok:
-            target = os.path.realpath(by_unit[u][0]["source"])
-            assert len(by_unit[u]) == clips_per_source[os.path.basename(target)], (target, len(by_unit[u]))
-    summary = json.loads((out / "_summary.json").read_text())
-    assert summary["complete"] is True, summary
-    assert summary["counts"]["inputs"] == len(manifest)
-    assert summary["counts"]["duplicate_ids"] == 0
-    assert summary["counts"]["rows"] == len(rows)
-    return summary
-
-
-def check_made_clips(out: Path, n_inputs: int, clips_per_video: int) -> dict:
-    """``check_exactly_once`` for a ``make_clips`` corpus: every input succeeded, each with ``clips_per_video``
-    clips. Returns the summary."""
-    summary = check_exactly_once(out, {p.name: clips_per_video for p in SMALL_CLIPS})
-    assert summary["counts"]["inputs_ok"] == n_inputs
-    return summary
+def last_line(path: Path) -> str:
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else ""

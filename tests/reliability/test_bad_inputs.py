@@ -13,25 +13,12 @@ and ``--video-stream/--audio-stream`` reach the decoder through the CLI.
 from __future__ import annotations
 
 import pyarrow.parquet as pq
-import pytest
 from _reliability_helpers import VIDEOS, check_exactly_once, parts
 
 TINY = ["--model", "multimodal", "--random-init", "--tiny", "--no-progress", "--num-workers", "1"]
 BROKEN = VIDEOS / "broken"
 NASA = VIDEOS / "torchcodec__nasa_13013.mp4"  # 2 video streams + 2 audio streams (8 kHz, 16 kHz)
 TRUNCATED = ("truncated_mid__moviepy_smpte-2997.mp4", "truncated_tail__bbb.avi")
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    started = False
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False)
-        started = True
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 def run_cli(*args) -> int:
@@ -79,9 +66,11 @@ def test_stream_selection_reaches_the_decoder(ray_local, tmp_path):
     assert a["id"] == b["id"]  # the same input ...
     assert a["psnr_video"] != b["psnr_video"]  # ... but other frames
     assert a["psnr_audio"] != b["psnr_audio"]  # ... and other audio
-    # a stream the file does not have is an error row, not a silent fallback to stream 0
+    # a stream the file does not have is an error row, not a silent fallback to stream 0 (the only input
+    # failed, so the job exits 1; the output is still complete)
     out = tmp_path / "out2"
     assert run_cli("video", "--input", NASA, "--output", out, *TINY, "--clips-per-video", 1,
-                   "--video-stream", 2) == 0
+                   "--video-stream", 2) == 1
+    check_exactly_once(out)
     (row,) = rows_by_file(out)[NASA.name]
     assert row["error_type"] == "stream_missing", row
