@@ -142,6 +142,8 @@ def center_crop_by_ratio(
     """
     height, width = images.shape[-2:]
     box_h, box_w = crop_box_size(height, width, size, crop_size)
+    # A 1-pixel side would give an empty box (transformers then fails on the empty array): keep one pixel.
+    box_h, box_w = max(box_h, 1), max(box_w, 1)
     if box_h > height or box_w > width:
         pad_h, pad_w = max(box_h - height, 0), max(box_w - width, 0)
         # left, top, right, bottom: the odd pixel goes to the right / bottom.

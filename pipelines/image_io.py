@@ -65,6 +65,14 @@ def _open(source: ImageSource) -> tuple[Image.Image, str]:
         if len(source) == 0:
             raise ImageDecodeError("empty_file", name)
         fp: io.BytesIO | str = io.BytesIO(bytes(source))
+    elif isinstance(source, str) and source.startswith("file://"):  # a local name that is not valid UTF-8
+        name = source
+        path = storage.resolve(source).path
+        if not os.path.isfile(path):
+            raise ImageDecodeError("not_found", name)
+        if os.path.getsize(path) == 0:
+            raise ImageDecodeError("empty_file", name)
+        fp = path
     elif storage.is_uri(source):  # object storage: fetch the bytes through the filesystem layer
         name = str(source)
         try:

@@ -33,10 +33,11 @@ class Found:
     relpath: str
     root_index: int
     root_count: int
+    id_key: str | None = None  # the relpath the id is made from when it is not ``relpath`` (NFC twins)
 
     @property
     def id(self) -> str:
-        return file_id(self.relpath, self.root_index, self.root_count)
+        return file_id(self.id_key or self.relpath, self.root_index, self.root_count)
 
     @property
     def uri(self) -> str:
@@ -57,6 +58,25 @@ def _rel(path: str, root: str, local: bool) -> str:
     rel = os.path.relpath(path, root) if local else posixpath.relpath(path, root)
     rel = rel.replace(os.sep, "/") if local else rel
     return unicodedata.normalize("NFC", display(rel))
+
+
+def _nfc_twin_key(entry: storage.FileEntry, relpath: str, root: str) -> str | None:
+    """For a local name that is not in NFC while a different file with its NFC name sits beside it (two
+    files whose names differ only in Unicode normalisation): the unnormalised relpath, so the two get two
+    ids. None otherwise (ids stay NFC, the same on macOS and Linux)."""
+    path = entry.location.path
+    name = os.path.basename(path)
+    shown = display(name)
+    normal = unicodedata.normalize("NFC", shown)
+    if shown == normal or not entry.location.is_local:
+        return None
+    twin = os.path.join(os.path.dirname(path), normal)
+    try:
+        if os.path.lexists(twin) and not os.path.samefile(twin, path):
+            return display(os.path.relpath(path, root)).replace(os.sep, "/")
+    except OSError:
+        return None
+    return None
 
 
 def _glob_split(text: str) -> tuple[str, str]:
@@ -135,7 +155,8 @@ def iter_files(inputs: Sequence[str], extensions: frozenset[str] | None, *, recu
                     continue
                 seen.add(key)
             count += 1
-            yield Found(entry, _rel(entry.location.path, root.path, root.is_local), index, len(inputs))
+            rel = _rel(entry.location.path, root.path, root.is_local)
+            yield Found(entry, rel, index, len(inputs), _nfc_twin_key(entry, rel, root.path))
     if count == 0:
         exts = "any" if extensions is None else " ".join(sorted(extensions))
         raise ValueError(f"no inputs found under {', '.join(map(os.fspath, inputs))} (extensions: {exts})")

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from urllib.parse import urlparse
+from urllib.parse import quote_from_bytes, unquote_to_bytes, urlparse
 
 import pyarrow.fs as pafs
 
@@ -64,7 +64,7 @@ class Location:
 
     def join(self, *parts: str) -> Location:
         path = posixpath.join(self.path, *parts) if not self.is_local else os.path.join(self.path, *parts)
-        uri = path if self.is_local else _join_uri(self.uri, *parts)
+        uri = local_uri(path) if self.is_local else _join_uri(self.uri, *parts)
         return Location(self.fs, path, uri)
 
     @property
@@ -72,6 +72,13 @@ class Location:
         return posixpath.basename(self.path.rstrip("/"))
 
     def info(self) -> pafs.FileInfo:
+        if self.is_local:  # os.stat: also names that are not valid UTF-8, which pyarrow cannot take
+            try:
+                st = os.stat(self.path)
+            except (FileNotFoundError, NotADirectoryError):
+                return pafs.FileInfo(self.uri, pafs.FileType.NotFound)
+            kind = pafs.FileType.Directory if stat.S_ISDIR(st.st_mode) else pafs.FileType.File
+            return pafs.FileInfo(self.uri, kind, size=st.st_size if kind == pafs.FileType.File else None)
         return self.fs.get_file_info(self.path)
 
     def exists(self) -> bool:
@@ -84,6 +91,9 @@ class Location:
         return self.info().type == pafs.FileType.File
 
     def read_bytes(self) -> bytes:
+        if self.is_local:
+            with open(self.path, "rb") as f:
+                return f.read()
         with self.fs.open_input_stream(self.path) as f:
             return f.read()
 
@@ -92,6 +102,8 @@ class Location:
 
     def open_input(self):
         """A seekable binary file object (PyAV, PIL and pyarrow.parquet take it)."""
+        if self.is_local:
+            return open(self.path, "rb")  # noqa: SIM115 - the caller closes it
         return self.fs.open_input_file(self.path)
 
     def mkdir(self) -> None:
@@ -149,9 +161,12 @@ def resolve(text: str | os.PathLike) -> Location:
     text = os.fspath(text)
     scheme = scheme_of(text)
     if scheme is None or scheme == "file":
-        local = text[len("file://"):] if scheme == "file" else text
+        if scheme == "file":  # percent-encoded bytes (``local_uri``) back to the OS's name
+            local = os.fsdecode(unquote_to_bytes(text[len("file://"):]))
+        else:
+            local = text
         path = os.path.abspath(os.path.expanduser(local))
-        return Location(pafs.LocalFileSystem(), path, path)
+        return Location(pafs.LocalFileSystem(), path, local_uri(path))
     if scheme not in REMOTE_SCHEMES:
         raise StorageError(f"unsupported URI scheme {scheme!r} in {text!r} "
                            f"(supported: local paths, file://, {', '.join(s + '://' for s in REMOTE_SCHEMES)})")
@@ -163,6 +178,17 @@ def resolve(text: str | os.PathLike) -> Location:
                     region)
     path = (parsed.netloc + parsed.path).rstrip("/") if scheme in ("s3", "gs", "gcs") else parsed.path.rstrip("/")
     return Location(fs, path, text.rstrip("/"))
+
+
+def local_uri(path: str) -> str:
+    """How a local path is written down (manifests, output rows, workers): the path itself, or, for a name
+    that is not valid UTF-8 (bytes 0xe9, 0xff of old Latin-1 archives, held by Python as surrogates), a
+    ``file://`` URI with those bytes percent-encoded, which ``resolve`` turns back into the same file."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return "file://" + quote_from_bytes(os.fsencode(path), safe="/")
 
 
 def worker_env() -> dict[str, str]:
@@ -224,7 +250,7 @@ def _walk_local(root: Location, recursive: bool, seen: set[tuple[int, int]], fol
     for entry in entries:
         if entry.name.startswith("."):
             continue
-        child = Location(root.fs, entry.path, entry.path)
+        child = Location(root.fs, entry.path, local_uri(entry.path))
         try:
             is_dir = entry.is_dir(follow_symlinks=follow)
             is_file = entry.is_file(follow_symlinks=True)

@@ -199,6 +199,13 @@ def open_video(source: VideoSource) -> av.container.InputContainer:
             raise VideoDecodeError("empty_file", "<bytes>: 0 bytes")
         target: Any = io.BytesIO(bytes(source))
         name = "<bytes>"
+    elif isinstance(source, str) and source.startswith("file://"):  # a local name that is not valid UTF-8
+        path = storage.resolve(source).path
+        if not os.path.isfile(path):
+            raise VideoDecodeError("not_found", source)
+        if os.path.getsize(path) == 0:
+            raise VideoDecodeError("empty_file", f"{source}: 0 bytes")
+        target, name = open(path, "rb"), source  # noqa: SIM115 - PyAV takes the file object
     elif storage.is_uri(source):  # object storage: a seekable stream through the filesystem layer
         name = str(source)
         try:

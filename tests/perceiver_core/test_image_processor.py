@@ -186,3 +186,19 @@ def test_inputs_not_modified_and_bad_inputs_rejected(ours):
         ours("not an image")
     with pytest.raises(ValueError):
         ours([])
+
+
+@pytest.mark.parametrize("height,width", [(1, 50), (50, 1), (1, 1)])
+def test_one_pixel_sides_give_the_constant_image(height, width):
+    """A 1-pixel side keeps one pixel in the crop: a constant image stays that constant, normalised."""
+    import torch
+
+    from perceiver_core.image_processor import PerceiverImageProcessorConfig, preprocess_batch
+
+    config = PerceiverImageProcessorConfig()
+    image = torch.full((1, 3, height, width), 100, dtype=torch.uint8)
+    out = preprocess_batch(image, config)
+    assert out.shape == (1, 3, *config.size)
+    expected = [(100 / 255 - m) / s for m, s in zip(config.image_mean, config.image_std)]
+    for c in range(3):
+        assert torch.allclose(out[0, c], torch.full_like(out[0, c], expected[c]), atol=1e-5)

@@ -314,3 +314,11 @@ def test_summary_merges_log_and_footers(video_job):
     table = pq.read_table(out)  # what a user reads: only the parts
     assert merged.counts["rows"] == table.num_rows
     assert merged.counts["inputs"] == 3 and merged.counts["inputs_failed"] == 1 and merged.counts["inputs_ok"] == 2
+
+
+def test_a_worker_that_cannot_see_a_local_output_says_so(tmp_path):
+    """On a cluster without shared storage a worker node lacks the driver's local output folder: the
+    shard fails with a message naming the fix, not a bare FileNotFoundError."""
+    plan = work_plan.PlanInfo(num_items=3, shard_size=1)
+    with pytest.raises(FileNotFoundError, match="not visible on worker node .*NFS, EFS.*s3://"):
+        work_plan.read_shard(storage.resolve(str(tmp_path / "elsewhere")), plan, 0)

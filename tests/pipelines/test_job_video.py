@@ -133,3 +133,23 @@ def test_every_input_failed_exits_nonzero(ray_local, tmp_path, capsys):
     s = summary(out)
     assert s["complete"] and s["counts"]["inputs_failed"] == 2 and s["counts"]["inputs_ok"] == 0
     assert sorted(pq.read_table(out).column("error_type").to_pylist()) == ["empty_file", "empty_file"]
+
+
+def test_odd_names_and_duplicate_names_under_two_roots(ray_local, tmp_path):
+    """A Latin-1 file name (not valid UTF-8) is processed like any other, and ``--input day1 day2`` both
+    holding ``cam.mp4`` gives two inputs with two ids (before: the whole job was refused)."""
+    import os
+    import shutil
+
+    source = VIDEOS / "torchcodec__h265_video.mp4"
+    for day in ("day1", "day2"):  # copies, not links: links to one file are one input (deduplicated)
+        (tmp_path / day).mkdir()
+        shutil.copy(source, tmp_path / day / "cam.mp4")
+    shutil.copy(source, os.path.join(str(tmp_path / "day1"), os.fsdecode(b"caf\xe9.mp4")))
+    out = tmp_path / "out"
+    assert run_cli("video", "--input", tmp_path / "day1", tmp_path / "day2", "--output", out, "--model",
+                   "multimodal", *TINY, "--clips-per-video", "1") == 0
+    table = check_output(out, schemas.VIDEO, manifest_ids(out), "input_id")
+    assert len(manifest_ids(out)) == 3 and table.num_rows == 3
+    assert all(e is None for e in table.column("error").to_pylist())
+    assert any("caf%E9.mp4" in s for s in table.column("source").to_pylist())

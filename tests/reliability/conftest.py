@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """A local Ray (2 CPUs) shared by the in-process CLI runs of this folder; reused if already running.
+    """A local Ray (2 CPUs) shared by the in-process CLI runs of a module; reused if already running, and shut
+    down after the module when it started it (later folders want Rays of other sizes).
 
     In-process runs attach to it (``ray_runtime.connect`` reuses an initialised Ray), which saves a Ray start
     per run; the tests that kill or signal a job run the CLI as a subprocess with its own Ray."""
