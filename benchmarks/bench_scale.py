@@ -276,12 +276,19 @@ def bench_e2e(n_images: int, tmp: Path, s3: bool) -> list[dict]:
                 fs = pafs.S3FileSystem(endpoint_override=endpoint.removeprefix("http://"), scheme="http")
                 paths_s3 = [f"bench/images/{os.path.basename(p)}" for p in paths]
                 plain_out = "bench/plain"
-            plain_s = plain_pipeline(paths if where == "local" else paths_s3, plain_out, filesystem=fs)
-            start = time.perf_counter()
-            rc = cli(["images", "--input", inputs, "--output", ours_out, "--model", "vision-learned", "--random-init",
-                      "--tiny", "--num-workers", "2", "--batch-size", "16", "--no-progress"])
-            ours_s = time.perf_counter() - start
-            assert rc == 0
+            # Alternate the two pipelines twice on fresh outputs and keep each one's best time, so neither
+            # profits alone from a warm Ray (worker processes, imports, the object store).
+            plain_times, ours_times = [], []
+            for rep in range(2):
+                plain_times.append(plain_pipeline(paths if where == "local" else paths_s3, f"{plain_out}{rep}",
+                                                  filesystem=fs))
+                start = time.perf_counter()
+                rc = cli(["images", "--input", inputs, "--output", f"{ours_out}{rep}", "--model", "vision-learned",
+                          "--random-init", "--tiny", "--num-workers", "2", "--batch-size", "16", "--no-progress"])
+                ours_times.append(time.perf_counter() - start)
+                assert rc == 0
+            plain_s, ours_s = min(plain_times), min(ours_times)
+            ours_out = f"{ours_out}1"
             from pipelines import storage
 
             summary = json.loads(storage.resolve(ours_out).join("_summary.json").read_bytes())

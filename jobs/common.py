@@ -53,14 +53,15 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_model: str | N
     g.add_argument("--output", required=True,
                    help="output folder or URI (s3://bucket/prefix, gs://...): Parquet parts + summary")
     g.add_argument("--model", default=default_model,
-                   help="transformers-format checkpoint directory, or a preset name with --random-init"
+                   help="transformers-format checkpoint directory or URI, a Hugging Face hub id "
+                        "(e.g. deepmind/vision-perceiver-conv), or a preset name with --random-init"
                         + (f" (default: {default_model})" if default_model else ""))
     g.add_argument("--random-init", action="store_true", help="build --model (a preset) with random weights")
     g.add_argument("--tiny", action="store_true", help="with --random-init: the preset's tiny variant")
     g.add_argument("--bf16", action="store_true", help="run the model under bfloat16 autocast")
     g.add_argument("--batch-size", type=int, default=default_batch_size, help="model batch size (fixed)")
     g.add_argument("--num-workers", type=int, default=None,
-                   help="model actors (default: one per GPU, or one on CPU)")
+                   help="model actors (default: one per GPU; on CPU as many as fit at --cpus-per-worker each)")
     g.add_argument("--num-gpus", type=int, default=None,
                    help="GPUs to use (default: all the cluster has; 0 = CPU only; more than the cluster has "
                         "is an error)")
@@ -96,7 +97,7 @@ def common_config(args: argparse.Namespace) -> CommonConfig:
             (MODELS_DIR / model).is_dir():
         model = str(MODELS_DIR / model)  # a name of a model shipped in jobs/models
     elif not args.random_init and not storage.is_uri(model) and Path(model).exists():
-        model = os.path.abspath(model)  # workers on other nodes use the path as is  # workers on other nodes use the path as is
+        model = os.path.abspath(model)  # workers on other nodes use the path as is
     try:
         inputs = [i if storage.is_uri(i) else os.path.abspath(i) for i in args.input]
         output = storage.resolve(args.output).uri

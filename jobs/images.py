@@ -201,7 +201,8 @@ def build_job(config: ImagesConfig, items=None):
     return Job(name="images", schema=schemas.IMAGES, items=items, item_schema=ITEM_SCHEMA,
                read_fn=read_images, read_kwargs={"processor": processor, "column": config.image_column},
                worker_cls=ImageWorker, worker_kwargs={"k": config.top_k, "processor": processor}, model=c.model,
-               batch_size=c.batch_size, max_shard_size=1024, limit=c.limit, options=options)
+               batch_size=c.batch_size, max_shard_size=1024, min_shard_size=c.batch_size, limit=c.limit,
+               options=options)
 
 
 def run(args: argparse.Namespace, argv: list[str] | None = None):

@@ -121,7 +121,8 @@ def build_job(config: TextConfig):
                "range_bytes": range_bytes}
     # limit=None for the runner: --limit counts documents, which the planner applies (items != documents).
     return Job(name=f"text-{config.task}", schema=schema, items=lambda: plan_text_items(config, range_bytes),
-               item_schema=text_items.ITEM_SCHEMA, read_fn=tokenize_items, read_kwargs={"options": r, "max_ids": max_ids},
+               item_schema=text_items.ITEM_SCHEMA, read_fn=tokenize_items,
+               read_kwargs={"options": r, "max_ids": max_ids},
                worker_cls=worker, worker_kwargs={**kwargs, "max_length": config.max_length}, model=c.model,
                batch_size=c.batch_size, max_shard_size=MAX_SHARD_ITEMS, items_are_inputs=False, limit=None,
                options=options)

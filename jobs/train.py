@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--model-config", nargs="+", default=[], metavar="KEY=VALUE",
                    help="PerceiverConfig overrides, JSON values (e.g. d_latents=64 'train_size=[32,48]')")
     g.add_argument("--init-from", metavar="DIR",
-                   help="start from this checkpoint, local or a URI (e.g. an MLM run's final/)")
+                   help="start from this checkpoint: a folder, local or a URI (e.g. an MLM run's final/), "
+                        "or a Hugging Face hub id (e.g. deepmind/language-perceiver; its cache, HF_HUB_OFFLINE)")
     g.add_argument("--gradient-checkpointing", action="store_true", help="activation checkpointing")
     g.add_argument("--init-scheme", choices=INIT_SCHEMES,
                    help="fresh models: transformers' std 0.02 or DeepMind's variance scaling (default per task: "

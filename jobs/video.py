@@ -72,7 +72,8 @@ def config_from_args(args: argparse.Namespace) -> VideoConfig:
         raise UsageError(f"the default model {MODELS_DIR / DEFAULT_MODEL} is not installed; pass --model DIR, "
                          "or --model multimodal --random-init [--tiny] for a smoke run")
     return VideoConfig(common=common, task=args.task, clips_per_video=args.clips_per_video or None,
-                       video_stream=args.video_stream, audio_stream=None if args.audio_stream < 0 else args.audio_stream,
+                       video_stream=args.video_stream,
+                       audio_stream=None if args.audio_stream < 0 else args.audio_stream,
                        top_k=args.top_k, chunk_size=args.chunk_size, labels_file=args.labels_file,
                        label_column=args.label_column, pictures=args.pictures, picture_frames=args.picture_frames,
                        save_latents=args.save_latents)
@@ -101,7 +102,8 @@ def build_job(config: VideoConfig, items=None):
     check_output(c.output)
     if items is None:
         mapping = labels.read_labels(config.labels_file, config.label_column) if config.labels_file else None
-        items = lambda: video_items(c.inputs, mapping, exclude=c.output)
+        def items():
+            return video_items(c.inputs, mapping, exclude=c.output)
     model_config = validate_model(c.model, [PerceiverForMultimodalAutoencoding])
     spec = clip_spec_for(model_config, max_clips=config.clips_per_video, video_stream=config.video_stream,
                          audio_stream=config.audio_stream, decode_threads=max(1, int(c.read_cpus or c.cpus_per_worker)))

@@ -16,8 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused_attention import (Linear, attend_keys_are_inputs, attend_queries_are_inputs, projection_order,
-                              scaled_dot_product_attention)
+from .fused_attention import (
+    Linear,
+    attend_keys_are_inputs,
+    attend_queries_are_inputs,
+    projection_order,
+    scaled_dot_product_attention,
+)
 
 ACTIVATIONS = {
     "gelu": nn.GELU,  # exact erf GELU, as transformers' "gelu"

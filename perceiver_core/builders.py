@@ -9,14 +9,33 @@ from __future__ import annotations
 from torch import nn
 
 from .config import PerceiverConfig
-from .decoders import (ClassificationDecoder, CrossAttentionDecoder, FourierQueries, MultimodalDecoder,
-                       OpticalFlowDecoder, QueryDecoder, TrainableQueries)
+from .decoders import (
+    ClassificationDecoder,
+    CrossAttentionDecoder,
+    FourierQueries,
+    MultimodalDecoder,
+    OpticalFlowDecoder,
+    QueryDecoder,
+    TrainableQueries,
+)
 from .position_encoding import FourierPositionEncoding, TrainablePositionEncoding
-from .postprocessors import (AudioPostprocessor, ClassificationPostprocessor, MultimodalPostprocessor,
-                             ProjectionPostprocessor)
-from .preprocessors import (AudioPreprocessor, Conv1x1ImagePreprocessor, ConvStemImagePreprocessor,
-                            MultimodalPreprocessor, OneHotPreprocessor, PatchPreprocessor, PixelImagePreprocessor,
-                            PositionAttacher, TextPreprocessor)
+from .postprocessors import (
+    AudioPostprocessor,
+    ClassificationPostprocessor,
+    MultimodalPostprocessor,
+    ProjectionPostprocessor,
+)
+from .preprocessors import (
+    AudioPreprocessor,
+    Conv1x1ImagePreprocessor,
+    ConvStemImagePreprocessor,
+    MultimodalPreprocessor,
+    OneHotPreprocessor,
+    PatchPreprocessor,
+    PixelImagePreprocessor,
+    PositionAttacher,
+    TextPreprocessor,
+)
 
 
 def _cross_decoder(config: PerceiverConfig, query_channels: int, output_channels: int | None, *,

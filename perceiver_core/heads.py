@@ -1,7 +1,9 @@
 """The seven task heads under transformers' class names, assembled from the builders.
 
 Each head wraps ``self.perceiver = PerceiverModel(...)`` (so checkpoint keys start with ``perceiver.``) and
-takes transformers' forward keywords. Heads also return the latents as ``last_hidden_state``.
+takes transformers' forward keywords; ``None`` flags fall back to the config's (``output_attentions``,
+``output_hidden_states``, ``return_dict``) and ``return_dict=False`` gives transformers' plain tuple. Heads also
+return the latents as ``last_hidden_state``, an attribute outside that tuple (see ``outputs.py``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,16 @@ import torch
 
 from . import builders
 from .config import PerceiverConfig
-from .losses import (DEFAULT_AUTOENCODING_WEIGHTS, autoencoding_loss, classification_loss, endpoint_error,
-                     gather_audio_targets, gather_video_targets, infer_problem_type, masked_lm_loss)
+from .losses import (
+    DEFAULT_AUTOENCODING_WEIGHTS,
+    autoencoding_loss,
+    classification_loss,
+    endpoint_error,
+    gather_audio_targets,
+    gather_video_targets,
+    infer_problem_type,
+    masked_lm_loss,
+)
 from .model import PerceiverModel, PerceiverPreTrainedModel
 from .outputs import PerceiverClassifierOutput, PerceiverMaskedLMOutput, PerceiverModelOutput
 from .postprocessors import EmbeddingDecoder
@@ -48,14 +58,17 @@ class PerceiverForMaskedLM(PerceiverPreTrainedModel):
                 input_ids: torch.Tensor | None = None,
                 subsampled_output_points: torch.Tensor | None = None) -> PerceiverMaskedLMOutput:
         inputs = _one_of(inputs, input_ids, "input_ids")
-        out, _ = self.perceiver.run(inputs, attention_mask, subsampled_output_points, bool(output_attentions),
-                                    bool(output_hidden_states))
+        output_attentions, output_hidden_states, return_dict = self._flags(output_attentions, output_hidden_states,
+                                                                           return_dict)
+        out, _ = self.perceiver.run(inputs, attention_mask, subsampled_output_points, output_attentions,
+                                    output_hidden_states)
         weight = self.perceiver.input_preprocessor.token_embedding.weight
         logits = self.embedding_decoder(out.logits, weight)
         loss = masked_lm_loss(logits, labels) if labels is not None else None
-        return PerceiverMaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
-                                       attentions=out.attentions, cross_attentions=out.cross_attentions,
-                                       last_hidden_state=out.last_hidden_state)
+        result = PerceiverMaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                                         attentions=out.attentions, cross_attentions=out.cross_attentions,
+                                         last_hidden_state=out.last_hidden_state)
+        return result if return_dict else result.to_tuple()
 
 
 class _ClassifierHead(PerceiverPreTrainedModel):
@@ -68,18 +81,21 @@ class _ClassifierHead(PerceiverPreTrainedModel):
                                         input_preprocessor=preprocessor)
         self.init_weights()
 
-    def _classify(self, inputs, attention_mask, labels, output_attentions, output_hidden_states,
-                  interpolate_pos_encoding=False) -> PerceiverClassifierOutput:
-        out, _ = self.perceiver.run(inputs, attention_mask, None, bool(output_attentions),
-                                    bool(output_hidden_states), interpolate_pos_encoding)
+    def _classify(self, inputs, attention_mask, labels, output_attentions, output_hidden_states, return_dict,
+                  interpolate_pos_encoding=False) -> PerceiverClassifierOutput | tuple:
+        output_attentions, output_hidden_states, return_dict = self._flags(output_attentions, output_hidden_states,
+                                                                           return_dict)
+        out, _ = self.perceiver.run(inputs, attention_mask, None, output_attentions, output_hidden_states,
+                                    interpolate_pos_encoding)
         loss = None
         if labels is not None:
             if self.config.problem_type is None:
                 self.config.problem_type = infer_problem_type(self.config.num_labels, labels)
             loss = classification_loss(out.logits, labels, self.config.problem_type)
-        return PerceiverClassifierOutput(loss=loss, logits=out.logits, hidden_states=out.hidden_states,
-                                         attentions=out.attentions, cross_attentions=out.cross_attentions,
-                                         last_hidden_state=out.last_hidden_state)
+        result = PerceiverClassifierOutput(loss=loss, logits=out.logits, hidden_states=out.hidden_states,
+                                           attentions=out.attentions, cross_attentions=out.cross_attentions,
+                                           last_hidden_state=out.last_hidden_state)
+        return result if return_dict else result.to_tuple()
 
 
 class PerceiverForSequenceClassification(_ClassifierHead):
@@ -91,7 +107,7 @@ class PerceiverForSequenceClassification(_ClassifierHead):
                 labels: torch.Tensor | None = None, return_dict: bool | None = None,
                 input_ids: torch.Tensor | None = None) -> PerceiverClassifierOutput:
         return self._classify(_one_of(inputs, input_ids, "input_ids"), attention_mask, labels,
-                              output_attentions, output_hidden_states)
+                              output_attentions, output_hidden_states, return_dict)
 
 
 class _ImageClassifierHead(_ClassifierHead):
@@ -106,7 +122,7 @@ class _ImageClassifierHead(_ClassifierHead):
                 return_dict: bool | None = None,
                 pixel_values: torch.Tensor | None = None) -> PerceiverClassifierOutput:
         return self._classify(_one_of(inputs, pixel_values, "pixel_values"), attention_mask, labels,
-                              output_attentions, output_hidden_states, interpolate_pos_encoding)
+                              output_attentions, output_hidden_states, return_dict, interpolate_pos_encoding)
 
 
 class PerceiverForImageClassificationLearned(_ImageClassifierHead):
@@ -149,14 +165,17 @@ class PerceiverForOpticalFlow(PerceiverPreTrainedModel):
                 decode_chunk_size: int | None = None) -> PerceiverClassifierOutput:
         if inputs is None:
             raise ValueError("inputs (B, 2, 27, H, W) are required")
-        out, pre = self.perceiver.run(inputs, attention_mask, None, bool(output_attentions),
-                                      bool(output_hidden_states), decode_chunk_size=decode_chunk_size)
+        output_attentions, output_hidden_states, return_dict = self._flags(output_attentions, output_hidden_states,
+                                                                           return_dict)
+        out, pre = self.perceiver.run(inputs, attention_mask, None, output_attentions, output_hidden_states,
+                                      decode_chunk_size=decode_chunk_size)
         h, w = pre.index_dims
         flow = out.logits.reshape(out.logits.shape[0], h, w, out.logits.shape[-1])
         loss = endpoint_error(flow, labels, valid_mask) if labels is not None else None
-        return PerceiverClassifierOutput(loss=loss, logits=flow, hidden_states=out.hidden_states,
-                                         attentions=out.attentions, cross_attentions=out.cross_attentions,
-                                         last_hidden_state=out.last_hidden_state)
+        result = PerceiverClassifierOutput(loss=loss, logits=flow, hidden_states=out.hidden_states,
+                                           attentions=out.attentions, cross_attentions=out.cross_attentions,
+                                           last_hidden_state=out.last_hidden_state)
+        return result if return_dict else result.to_tuple()
 
 
 class PerceiverForMultimodalAutoencoding(PerceiverPreTrainedModel):
@@ -185,16 +204,19 @@ class PerceiverForMultimodalAutoencoding(PerceiverPreTrainedModel):
                 decode_chunk_size: int | None = None) -> PerceiverClassifierOutput:
         if inputs is None:
             raise ValueError("inputs {'image', 'audio', 'label'} are required")
-        out, _ = self.perceiver.run(inputs, attention_mask, subsampled_output_points, bool(output_attentions),
-                                    bool(output_hidden_states), decode_chunk_size=decode_chunk_size)
+        output_attentions, output_hidden_states, return_dict = self._flags(output_attentions, output_hidden_states,
+                                                                           return_dict)
+        out, _ = self.perceiver.run(inputs, attention_mask, subsampled_output_points, output_attentions,
+                                    output_hidden_states, decode_chunk_size=decode_chunk_size)
         loss = losses = None
         if labels is not None:
             result = autoencoding_loss(out.logits, self._targets(labels, subsampled_output_points),
                                        {**self.loss_weights, **(loss_weights or {})})
             loss, losses = result.total, result.per_modality
-        return PerceiverClassifierOutput(loss=loss, logits=out.logits, hidden_states=out.hidden_states,
-                                         attentions=out.attentions, cross_attentions=out.cross_attentions,
-                                         last_hidden_state=out.last_hidden_state, losses=losses)
+        record = PerceiverClassifierOutput(loss=loss, logits=out.logits, hidden_states=out.hidden_states,
+                                           attentions=out.attentions, cross_attentions=out.cross_attentions,
+                                           last_hidden_state=out.last_hidden_state, losses=losses)
+        return record if return_dict else record.to_tuple()
 
     def _targets(self, labels: dict[str, torch.Tensor], points: dict | None) -> dict[str, torch.Tensor]:
         points = points or {}
@@ -211,7 +233,7 @@ class PerceiverForMultimodalAutoencoding(PerceiverPreTrainedModel):
     @torch.no_grad()
     def autoencode(self, inputs: dict[str, torch.Tensor], chunk_size: int | None = 16384) -> dict[str, torch.Tensor]:
         """Reconstruct every output point, encoding once: image (B, T, H, W, 3), audio (B, S), label logits."""
-        out = self.forward(inputs, decode_chunk_size=chunk_size).logits
+        out = self.forward(inputs, decode_chunk_size=chunk_size, return_dict=True).logits
         _, t, h, w = self.config.output_shape
         b = out["image"].shape[0]
         return {"image": out["image"].reshape(b, t, h, w, 3), "audio": out["audio"], "label": out["label"]}

@@ -1,279 +1,361 @@
-"""Image preprocessing of the Perceiver image classifiers, matching transformers' ``PerceiverImageProcessor``.
+"""``PerceiverImageProcessor``: a drop-in for transformers' (5.x, torchvision backend) with the same values.
 
-Order of operations (crop comes *before* resize):
+Same constructor keywords and attributes (``size`` / ``crop_size`` as ``{"height", "width"}`` mappings with
+``.height`` / ``.width``, ``resample`` as the PIL code, ``image_mean``...), per-call overrides
+(``processor(images, size=..., do_normalize=False, return_tensors="pt")``), ``preprocess``, a
+``BatchFeature`` with ``.pixel_values`` / ``.to(...)``, ``to_dict`` / ``to_json_string`` / ``to_json_file``,
+``save_pretrained`` returning the files written, and ``from_pretrained`` for folders, json files and hub
+ids (through ``perceiver_core.hub``), with keyword overrides and ``return_unused_kwargs``. The pixel work is
+in ``image_kernels`` (see there for the crop-then-resize order).
 
-1. Center crop to a box of ``int(size / crop_size * min(H, W))`` per axis, i.e. 0.875 of the shorter side
-   with the defaults; offsets ``int((H - h) / 2)``; an image smaller than the box is zero-padded first.
-   ``crop_size`` is therefore a ratio denominator, not a crop size.
-2. Resize to ``size`` with antialiased bicubic interpolation (uint8 in, uint8 out, as transformers does).
-3. Rescale by 1/255 and normalize with the ImageNet mean/std, fused into one ``normalize``.
-
-Input layouts: PIL images (any mode, converted to RGB), numpy arrays ``(H, W)``, ``(H, W, C)`` or
-``(B, H, W, C)``, torch tensors ``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)``; C is 1 (repeated to RGB) or 3.
-Output: ``{"pixel_values": (B, 3, size_h, size_w) float32}``.
+Where we differ, on purpose: PIL images of any mode are converted to RGB and gray arrays are repeated to RGB
+(transformers fails on them unless ``do_convert_rgb=True``); keywords that change nothing here but mean
+something in transformers (``do_pad``, ``pad_size``, ``data_format="channels_last"``, ``image_seq_length``,
+``default_to_square=False``) raise ``UnsupportedOptionError``; unknown call keywords raise ``TypeError``
+(transformers: the same); unused ``from_pretrained`` keywords are warned about (transformers drops them).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
-from dataclasses import dataclass
+import os
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torchvision.transforms.v2 import InterpolationMode
-from torchvision.transforms.v2 import functional as tvF
 
-PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .batch_encoding import BatchFeature, UnsupportedOptionError, reject_unexpected, tensor_type
+from .image_kernels import (
+    FIRST,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PREPROCESSOR_CONFIG_NAME,
+    ImageInput,
+    PerceiverImageProcessorConfig,
+    _parse_size,
+    center_crop_by_ratio,
+    crop_box_size,
+    pil_resample,
+    preprocess_batch,
+    resample_name,
+    to_chw_tensors,
+)
 
-# transformers stores PIL resampling codes; these are the ones with a torchvision equivalent we support.
-_RESAMPLE_MODES = {
-    "nearest": InterpolationMode.NEAREST_EXACT,
-    "bilinear": InterpolationMode.BILINEAR,
-    "bicubic": InterpolationMode.BICUBIC,
-}
-_PIL_RESAMPLE_CODES = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PREPROCESSOR_CONFIG_NAME", "ImageSize", "PerceiverImageProcessor",
+           "PerceiverImageProcessorConfig", "center_crop_by_ratio", "crop_box_size", "preprocess_batch",
+           "to_chw_tensors"]
+
+# transformers' ImagesKwargs, in its order: the keywords the constructor, the call and from_pretrained take.
+VALID_KWARGS = ("do_convert_rgb", "do_resize", "size", "default_to_square", "crop_size", "resample", "do_rescale",
+                "rescale_factor", "do_normalize", "image_mean", "image_std", "do_pad", "pad_size", "do_center_crop",
+                "data_format", "input_data_format", "device", "return_tensors", "disable_grouping",
+                "image_seq_length")
+_BOOLS = ("do_convert_rgb", "do_resize", "do_rescale", "do_normalize", "do_pad", "do_center_crop", "disable_grouping")
+# to_dict's key order in transformers (extra attributes come first, None values are left out).
+_DICT_ORDER = ("do_convert_rgb", "device", "disable_grouping", "do_resize", "resample", "do_rescale",
+               "rescale_factor", "do_normalize", "do_center_crop", "size", "crop_size", "image_mean", "image_std",
+               "do_pad", "pad_size", "data_format", "input_data_format", "return_tensors", "image_seq_length")
+_QUIET_UNUSED = ("trust_remote_code", "use_fast", "_from_auto", "_from_pipeline", "subfolder")
 
 
-@dataclass(frozen=True)
-class PerceiverImageProcessorConfig:
-    """Preprocessing settings; ``size`` and ``crop_size`` are (height, width)."""
+class ImageSize(Mapping):
+    """``{"height": h, "width": w}`` with attribute access, like transformers' ``SizeDict``."""
 
-    size: tuple[int, int] = (224, 224)
-    crop_size: tuple[int, int] = (256, 256)
-    resample: str = "bicubic"
-    do_center_crop: bool = True
-    do_resize: bool = True
-    do_rescale: bool = True
-    rescale_factor: float = 1 / 255
-    do_normalize: bool = True
-    image_mean: tuple[float, float, float] = IMAGENET_MEAN
-    image_std: tuple[float, float, float] = IMAGENET_STD
+    __slots__ = ("height", "width")
 
-    def __post_init__(self) -> None:
-        for name in ("size", "crop_size"):
-            value = tuple(int(v) for v in getattr(self, name))
-            if len(value) != 2 or min(value) < 1:
-                raise ValueError(f"{name} must be a positive (height, width), got {getattr(self, name)}")
-            object.__setattr__(self, name, value)
-        for name in ("image_mean", "image_std"):
-            value = tuple(float(v) for v in getattr(self, name))
-            if len(value) != 3:
-                raise ValueError(f"{name} needs one value per RGB channel, got {getattr(self, name)}")
-            object.__setattr__(self, name, value)
-        if min(self.image_std) <= 0:
-            raise ValueError(f"image_std must be positive, got {self.image_std}")
-        if self.resample not in _RESAMPLE_MODES:
-            raise ValueError(f"resample must be one of {sorted(_RESAMPLE_MODES)}, got {self.resample!r}")
-        if self.rescale_factor <= 0:
-            raise ValueError(f"rescale_factor must be positive, got {self.rescale_factor}")
+    def __init__(self, height: int, width: int) -> None:
+        object.__setattr__(self, "height", int(height))
+        object.__setattr__(self, "width", int(width))
 
-    def to_transformers_dict(self) -> dict[str, Any]:
-        """The ``preprocessor_config.json`` content transformers writes for these settings."""
-        code = {name: code for code, name in _PIL_RESAMPLE_CODES.items()}[self.resample]
-        return {
-            "crop_size": {"height": self.crop_size[0], "width": self.crop_size[1]},
-            "do_center_crop": self.do_center_crop,
-            "do_normalize": self.do_normalize,
-            "do_rescale": self.do_rescale,
-            "do_resize": self.do_resize,
-            "image_mean": list(self.image_mean),
-            "image_processor_type": "PerceiverImageProcessor",
-            "image_std": list(self.image_std),
-            "resample": code,
-            "rescale_factor": self.rescale_factor,
-            "size": {"height": self.size[0], "width": self.size[1]},
-        }
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("ImageSize is immutable; assign a new size to the processor instead")
+
+    def __getitem__(self, key: str) -> int:
+        if key in self.__slots__:
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __iter__(self):
+        return iter(self.__slots__)
+
+    def __len__(self) -> int:
+        return 2
+
+    def __eq__(self, other: object) -> bool:
+        if dataclasses.is_dataclass(other) and not isinstance(other, type):  # transformers' SizeDict
+            other = {k: v for k, v in dataclasses.asdict(other).items() if v is not None}
+        return isinstance(other, Mapping) and dict(self) == dict(other)
+
+    __hash__ = None
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.height, self.width)
+
+    def __repr__(self) -> str:
+        return f"ImageSize(height={self.height}, width={self.width})"
 
     @classmethod
-    def from_transformers_dict(cls, data: dict[str, Any]) -> PerceiverImageProcessorConfig:
-        """Settings from a transformers ``preprocessor_config.json`` (unknown keys are ignored)."""
-        kwargs: dict[str, Any] = {}
-        for name in ("size", "crop_size"):
-            if name in data:
-                kwargs[name] = _parse_size(data[name], name)
-        if "resample" in data:
-            resample = data["resample"]
-            if isinstance(resample, int):
-                if resample not in _PIL_RESAMPLE_CODES:
-                    raise ValueError(f"unsupported PIL resample code {resample}")
-                resample = _PIL_RESAMPLE_CODES[resample]
-            kwargs["resample"] = resample
-        for name in ("do_center_crop", "do_resize", "do_rescale", "rescale_factor", "do_normalize"):
-            if name in data:
-                kwargs[name] = data[name]
-        for name in ("image_mean", "image_std"):
-            if name in data:
-                value = data[name]
-                kwargs[name] = (value,) * 3 if isinstance(value, (int, float)) else tuple(value)
-        return cls(**kwargs)
-
-
-def _parse_size(value: Any, name: str) -> tuple[int, int]:
-    if isinstance(value, int):
-        return value, value
-    if isinstance(value, dict) and "height" in value and "width" in value:
-        return value["height"], value["width"]
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        return value[0], value[1]
-    raise ValueError(f"{name} must be an int, (height, width) or {{'height', 'width'}}, got {value!r}")
-
-
-# ----------------------------------------------------------------------------------- functional kernels
-def crop_box_size(
-    height: int, width: int, size: tuple[int, int], crop_size: tuple[int, int]
-) -> tuple[int, int]:
-    """transformers' crop box: (size / crop_size) times the shorter side, per axis."""
-    min_dim = min(height, width)
-    return int(size[0] / crop_size[0] * min_dim), int(size[1] / crop_size[1] * min_dim)
-
-
-def center_crop_by_ratio(
-    images: torch.Tensor, size: tuple[int, int], crop_size: tuple[int, int]
-) -> torch.Tensor:
-    """Center crop (..., H, W) to ``crop_box_size``; zero-pads first where the box exceeds the image.
-
-    torchvision's own ``center_crop`` rounds the offset (``round(2.5) == 2`` but ``round(3.5) == 4``); transformers
-    truncates, so the offset is computed here.
-    """
-    height, width = images.shape[-2:]
-    box_h, box_w = crop_box_size(height, width, size, crop_size)
-    # A 1-pixel side would give an empty box (transformers then fails on the empty array): keep one pixel.
-    box_h, box_w = max(box_h, 1), max(box_w, 1)
-    if box_h > height or box_w > width:
-        pad_h, pad_w = max(box_h - height, 0), max(box_w - width, 0)
-        # left, top, right, bottom: the odd pixel goes to the right / bottom.
-        images = tvF.pad(images, [pad_w // 2, pad_h // 2, (pad_w + 1) // 2, (pad_h + 1) // 2], fill=0)
-        height, width = images.shape[-2:]
-    top, left = int((height - box_h) / 2), int((width - box_w) / 2)
-    return images[..., top : top + box_h, left : left + box_w]
-
-
-def preprocess_batch(images: torch.Tensor, config: PerceiverImageProcessorConfig) -> torch.Tensor:
-    """(B, 3, H, W) uint8 or float tensor to (B, 3, size_h, size_w) float32 model input."""
-    if config.do_center_crop:
-        images = center_crop_by_ratio(images, config.size, config.crop_size)
-    if config.do_resize:
-        images = tvF.resize(
-            images.contiguous(),
-            list(config.size),
-            interpolation=_RESAMPLE_MODES[config.resample],
-            antialias=True,
-        )
-    mean = torch.tensor(config.image_mean, device=images.device)
-    std = torch.tensor(config.image_std, device=images.device)
-    if config.do_rescale and config.do_normalize:
-        # (x * r - mean) / std == (x - mean / r) / (std / r): one pass instead of two.
-        scale = 1.0 / config.rescale_factor
-        return tvF.normalize(images.to(torch.float32), (mean * scale).tolist(), (std * scale).tolist())
-    images = images.to(torch.float32)
-    if config.do_rescale:
-        images = images * config.rescale_factor
-    if config.do_normalize:
-        images = tvF.normalize(images, mean.tolist(), std.tolist())
-    return images
-
-
-# ----------------------------------------------------------------------------------- input handling
-ImageInput = Any  # PIL.Image.Image | np.ndarray | torch.Tensor, or a sequence of them
-
-
-def to_chw_tensors(images: ImageInput) -> list[torch.Tensor]:
-    """Any supported input as a list of contiguous (3, H, W) tensors (dtype kept, uint8 for PIL)."""
-    if isinstance(images, (list, tuple)):
-        return [t for image in images for t in to_chw_tensors(image)]
-    if isinstance(images, np.ndarray):
-        if images.ndim == 2:
-            images = images[:, :, None]
-        if images.ndim not in (3, 4):
-            raise ValueError(f"numpy images must be (H, W), (H, W, C) or (B, H, W, C), got {images.shape}")
-        # torch cannot wrap read-only arrays (e.g. np.asarray of a PIL image) without a warning.
-        images = np.ascontiguousarray(images) if images.flags.writeable else np.array(images)
-        tensor = torch.from_numpy(images)
-        tensor = tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor.permute(0, 3, 1, 2)
-        return to_chw_tensors(tensor)
-    if isinstance(images, torch.Tensor):
-        if images.ndim == 2:
-            images = images[None]
-        if images.ndim == 3:
-            images = images[None]
-        if images.ndim != 4:
-            raise ValueError(
-                f"tensor images must be (H, W), (C, H, W) or (B, C, H, W), got {tuple(images.shape)}"
-            )
-        channels = images.shape[1]
-        if channels == 1:
-            images = images.expand(-1, 3, -1, -1)
-        elif channels != 3:
-            raise ValueError(f"images need 1 or 3 channels, got {channels} (convert RGBA/CMYK to RGB first)")
-        return [image.contiguous() for image in images]
-    if hasattr(images, "convert") and hasattr(images, "mode"):  # PIL.Image.Image
-        rgb = images if images.mode == "RGB" else images.convert("RGB")
-        return to_chw_tensors(np.asarray(rgb))
-    raise TypeError(f"unsupported image type {type(images).__name__}")
+    def parse(cls, value: Any, name: str, default_to_square: bool | None = True) -> ImageSize:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):  # transformers' SizeDict
+            value = {k: v for k, v in dataclasses.asdict(value).items() if v is not None}
+        if isinstance(value, int) and default_to_square is False:
+            raise UnsupportedOptionError(f"{name}={value} with default_to_square=False means a shortest edge; the "
+                                         "Perceiver processor needs a height and a width")
+        if isinstance(value, Mapping) and set(value) - {"height", "width"}:
+            extra = {k: v for k, v in value.items() if v is not None and k not in ("height", "width")}
+            if extra:
+                raise ValueError(f"{name} must have the keys 'height' and 'width' (the Perceiver crop needs "
+                                 f"both), got {dict(value)}")
+            value = {"height": value.get("height"), "width": value.get("width")}
+        return cls(*_parse_size(value, name))
 
 
 class PerceiverImageProcessor:
-    """Callable preprocessor: images in, ``{"pixel_values": (B, 3, H, W) float32}`` out."""
+    """Callable preprocessor: images in, ``BatchFeature(pixel_values=...)`` out."""
 
-    def __init__(self, config: PerceiverImageProcessorConfig | None = None) -> None:
-        self.config = config or PerceiverImageProcessorConfig()
+    model_input_names = ["pixel_values"]
+    # Class defaults, as in transformers.
+    do_resize = True
+    do_center_crop = True
+    do_rescale = True
+    do_normalize = True
+    rescale_factor = 1 / 255
+    image_mean = IMAGENET_MEAN
+    image_std = IMAGENET_STD
+
+    def __init__(self, config: PerceiverImageProcessorConfig | None = None, /, **kwargs: Any) -> None:
+        """transformers' keywords (``size={"height": 384, "width": 384}``, ``crop_size=``, ``resample=``...);
+        ``config`` is our own frozen settings record. Unknown keywords become attributes, as in transformers."""
+        kwargs.pop("feature_extractor_type", None)
+        kwargs.pop("processor_class", None)
+        kwargs.pop("image_processor_type", None)
+        if config is not None:
+            if not isinstance(config, PerceiverImageProcessorConfig):
+                raise TypeError("PerceiverImageProcessor takes keyword arguments (as in transformers), or one "
+                                f"PerceiverImageProcessorConfig positionally; got {type(config).__name__}")
+            kwargs = {**_config_kwargs(config), **kwargs}
+        default_to_square = kwargs.pop("default_to_square", None)
+        for key in VALID_KWARGS:
+            if key == "default_to_square":
+                continue
+            value = kwargs.pop(key, None)
+            if value is None:
+                value = copy.deepcopy(_class_default(key))
+            if key in ("size", "crop_size") and value is not None:
+                value = ImageSize.parse(value, key, default_to_square)
+            elif key in ("image_mean", "image_std") and isinstance(value, list):
+                value = tuple(value)
+            setattr(self, key, value)
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+        self._settings({})  # validate now rather than at the first call
+
+    @property
+    def config(self) -> PerceiverImageProcessorConfig:
+        """The current settings as our frozen record (what the batch jobs' kernels take)."""
+        return self._settings({})[0]
+
+    def replace(self, **changes: Any) -> PerceiverImageProcessor:
+        """A processor with some settings of ``config`` changed (validated like the config)."""
+        return type(self)(dataclasses.replace(self.config, **changes))
 
     def __repr__(self) -> str:
-        return f"PerceiverImageProcessor({self.config})"
+        return f"{type(self).__name__} {self.to_json_string()}"
 
-    def __call__(
-        self,
-        images: ImageInput,
-        return_tensors: str = "pt",
-        device: torch.device | str | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Preprocess one image or a batch; images of different sizes are processed per shape group."""
-        if return_tensors != "pt":
-            raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
-        tensors = to_chw_tensors(images)
+    # ----------------------------------------------------------------------------------- processing
+    def _settings(self, overrides: dict[str, Any]) -> tuple[PerceiverImageProcessorConfig, dict[str, Any]]:
+        """Attributes with the call's overrides, validated: (pixel settings, input/output options)."""
+        reject_unexpected("PerceiverImageProcessor.preprocess()",
+                          {k: v for k, v in overrides.items() if k not in VALID_KWARGS})
+        values = {key: overrides[key] if key in overrides else getattr(self, key, None) for key in VALID_KWARGS}
+        for key in _BOOLS:
+            if values[key] is not None and not isinstance(values[key], bool):
+                raise TypeError(f"{key} must be a bool or None, got {values[key]!r}")
+        for key in ("do_pad", "pad_size", "image_seq_length"):
+            if values[key]:
+                raise UnsupportedOptionError(f"{key}={values[key]!r}: the Perceiver processor crops and resizes every "
+                                             "image to one size, so there is nothing to pad or count")
+        if values["data_format"] is not None and str(getattr(values["data_format"], "value", values["data_format"])
+                                                     ) != FIRST:
+            raise UnsupportedOptionError(f"data_format={values['data_format']!r}: pixel_values are channels first "
+                                         "(transformers' torchvision backend ignores the keyword)")
+        sizes = {}
+        for key, needed in (("size", values["do_resize"] or values["do_center_crop"]),
+                            ("crop_size", values["do_center_crop"])):
+            if values[key] is not None:
+                sizes[key] = tuple(ImageSize.parse(values[key], key, values["default_to_square"]).values())
+            elif needed:
+                raise ValueError(f"{key} must be specified if do_resize / do_center_crop is True")
+            else:
+                sizes[key] = getattr(PerceiverImageProcessorConfig, key)
+        means = {}
+        for key in ("image_mean", "image_std"):
+            value = values[key]
+            means[key] = (value,) * 3 if isinstance(value, (int, float)) else value
+            if value is None:
+                if values["do_normalize"]:
+                    raise ValueError(f"{key} must be specified if do_normalize is True")
+                means[key] = getattr(PerceiverImageProcessorConfig, key)
+        rescale_factor = values["rescale_factor"]
+        if rescale_factor is None:
+            if values["do_rescale"]:
+                raise ValueError("rescale_factor must be specified if do_rescale is True")
+            rescale_factor = PerceiverImageProcessorConfig.rescale_factor
+        resample = values["resample"]
+        config = PerceiverImageProcessorConfig(
+            size=sizes["size"], crop_size=sizes["crop_size"],
+            resample=resample_name(resample) if resample is not None else "bilinear",
+            do_center_crop=bool(values["do_center_crop"]), do_resize=bool(values["do_resize"]),
+            do_rescale=bool(values["do_rescale"]), rescale_factor=rescale_factor,
+            do_normalize=bool(values["do_normalize"]), **means)
+        options = {"return_tensors": tensor_type(values["return_tensors"]), "device": values["device"],
+                   "input_data_format": values["input_data_format"],
+                   # None: PIL's convert (transformers fails on non-RGB PIL images); True: its white composite.
+                   "convert_rgb": {None: True, True: "composite", False: False}[values["do_convert_rgb"]]}
+        return config, options
+
+    def preprocess(self, images: ImageInput, *args: Any, **kwargs: Any) -> BatchFeature:
+        """Preprocess one image or a batch (PIL, numpy, tensors, file paths; nested lists are flattened).
+
+        ``pixel_values`` is a list of (3, H, W) tensors (``return_tensors=None``, transformers' default), a
+        (B, 3, H, W) tensor (``"pt"``) or array (``"np"``). Float32, or the input dtype when neither
+        rescale nor normalize is on (uint8 stays uint8, as in transformers).
+        """
+        if args:
+            raise TypeError("PerceiverImageProcessor.preprocess() takes the images as its only positional argument")
+        config, options = self._settings(kwargs)
+        tensors = to_chw_tensors(images, options["input_data_format"], options["convert_rgb"])
         if not tensors:
             raise ValueError("no images given")
-        if device is not None:
-            tensors = [t.to(device) for t in tensors]
+        if options["device"] is not None:
+            tensors = [t.to(options["device"]) for t in tensors]
         # Same-shape, same-dtype images go through the kernels together; order is restored afterwards.
         groups: dict[tuple, list[int]] = {}
         for index, tensor in enumerate(tensors):
-            groups.setdefault((tuple(tensor.shape), tensor.dtype), []).append(index)
+            groups.setdefault((tuple(tensor.shape), tensor.dtype, tensor.device), []).append(index)
         outputs: list[torch.Tensor | None] = [None] * len(tensors)
         for indices in groups.values():
-            batch = preprocess_batch(torch.stack([tensors[i] for i in indices]), self.config)  # (b, 3, h, w)
+            batch = preprocess_batch(torch.stack([tensors[i] for i in indices]), config, output_dtype=None)
             for i, image in zip(indices, batch):
                 outputs[i] = image
-        if len({o.shape for o in outputs}) > 1:  # only when both crop and resize are off
-            raise ValueError("processed images differ in size; enable do_resize to batch them")
-        return {"pixel_values": torch.stack(outputs)}
+        kind = options["return_tensors"]
+        if kind is not None and len({(o.shape, o.dtype) for o in outputs}) > 1:
+            raise ValueError("Unable to convert output 'pixel_values' to tensor: the processed images differ in "
+                             "size (do_center_crop and do_resize are off); use return_tensors=None for a list")
+        return BatchFeature({"pixel_values": outputs}, tensor_type=kind)
 
-    # ----------------------------------------------------------------------------------- files
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write transformers' ``preprocessor_config.json``."""
-        directory = Path(directory)
+    def __call__(self, images: ImageInput, *args: Any, **kwargs: Any) -> BatchFeature:
+        return self.preprocess(images, *args, **kwargs)
+
+    # ----------------------------------------------------------------------------------- serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """The attributes, as transformers serialises them (sizes as plain dicts, None values left out)."""
+        attributes = {k: copy.deepcopy(v) for k, v in self.__dict__.items() if not k.startswith("_")}
+        out = {k: v for k, v in attributes.items() if k not in VALID_KWARGS}
+        for key in _DICT_ORDER:
+            value = attributes.get(key, getattr(self, key, None))
+            if value is not None:
+                out[key] = dict(value) if isinstance(value, ImageSize) else value
+        out["image_processor_type"] = type(self).__name__
+        return out
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=_json_default) + "\n"
+
+    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
+        Path(json_file_path).write_text(self.to_json_string(), encoding="utf-8")
+
+    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any
+                        ) -> list[str]:
+        """Write ``preprocessor_config.json``; returns ``[its path]`` like transformers."""
+        reject_unexpected("PerceiverImageProcessor.save_pretrained()", kwargs)
+        if push_to_hub:
+            raise UnsupportedOptionError("save_pretrained(push_to_hub=True): upload with huggingface_hub instead")
+        directory = Path(save_directory)
+        if directory.is_file():
+            raise ValueError(f"Provided path ({directory}) should be a directory, not a file")
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / PREPROCESSOR_CONFIG_NAME
-        path.write_text(json.dumps(self.config.to_transformers_dict(), indent=2) + "\n", encoding="utf-8")
-        return path
+        self.to_json_file(path)
+        return [str(path)]
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> PerceiverImageProcessor:
-        """Read ``preprocessor_config.json`` from a local directory; defaults when the file is absent."""
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"preprocessor directory not found: {directory}")
-        path = directory / PREPROCESSOR_CONFIG_NAME
-        if not path.is_file():
-            return cls()
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(PerceiverImageProcessorConfig.from_transformers_dict(data))
+    def from_dict(cls, image_processor_dict: dict[str, Any], **kwargs: Any) -> Any:
+        """A processor from ``to_dict()`` output; keywords override (``return_unused_kwargs`` as transformers)."""
+        return_unused = kwargs.pop("return_unused_kwargs", False)
+        settings = {**image_processor_dict, **{k: v for k, v in kwargs.items() if k in VALID_KWARGS}}
+        processor = cls(**settings)
+        unused = {}
+        for key, value in kwargs.items():
+            if key in VALID_KWARGS:
+                continue
+            if key in processor.__dict__:
+                setattr(processor, key, value)
+            else:
+                unused[key] = value
+        if return_unused:
+            return processor, unused
+        noisy = [k for k in unused if k not in _QUIET_UNUSED]
+        if noisy:
+            warnings.warn(f"PerceiverImageProcessor.from_pretrained: keyword(s) {noisy} are not processor "
+                          "settings and were not used (transformers drops them silently)", stacklevel=3)
+        return processor
 
-    def replace(self, **changes: Any) -> PerceiverImageProcessor:
-        """A processor with some settings changed (validated like the config)."""
-        return type(self)(dataclasses.replace(self.config, **changes))
+    @classmethod
+    def from_json_file(cls, json_file: str | os.PathLike) -> PerceiverImageProcessor:
+        return cls(**json.loads(Path(json_file).read_text(encoding="utf-8")))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike,
+                        cache_dir: str | os.PathLike | None = None, force_download: bool = False,
+                        local_files_only: bool = False, token: str | bool | None = None, revision: str = "main",
+                        **kwargs: Any) -> Any:
+        """Read ``preprocessor_config.json`` from a folder, a json file path or a hub id (huggingface_hub cache,
+        ``HF_HUB_OFFLINE``); processor keywords override the stored values."""
+        from .hub import resolve_pretrained
+
+        if kwargs.get("proxies"):
+            raise UnsupportedOptionError("from_pretrained(proxies=...) is not supported")
+        kwargs.pop("proxies", None)
+        source = Path(os.fspath(pretrained_model_name_or_path))
+        if source.is_file():
+            path = source
+        else:
+            folder = resolve_pretrained(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
+                                        local_files_only=local_files_only, token=token,
+                                        subfolder=kwargs.get("subfolder", ""), force_download=force_download)
+            path = folder / PREPROCESSOR_CONFIG_NAME
+            if not path.is_file():
+                raise FileNotFoundError(f"Can't load image processor for '{pretrained_model_name_or_path}': no "
+                                        f"{PREPROCESSOR_CONFIG_NAME} in {folder}")
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")), **kwargs)
+
+
+def _class_default(key: str) -> Any:
+    if key in ("size", "crop_size"):
+        return dict(zip(("height", "width"), getattr(PerceiverImageProcessorConfig, key)))
+    if key == "resample":
+        return pil_resample(PerceiverImageProcessorConfig.resample)
+    return getattr(PerceiverImageProcessor, key, None)
+
+
+def _config_kwargs(config: PerceiverImageProcessorConfig) -> dict[str, Any]:
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    values["resample"] = pil_resample(config.resample)
+    for key in ("size", "crop_size"):
+        values[key] = dict(zip(("height", "width"), values[key]))
+    return values
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (torch.device, torch.dtype)):
+        return str(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "value"):  # enums such as torchvision's InterpolationMode
+        return value.value
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

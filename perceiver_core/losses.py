@@ -93,7 +93,8 @@ def gather_video_targets(video: torch.Tensor, points: torch.Tensor | None) -> to
     return torch.gather(flat, 1, points[..., None].expand(-1, -1, c))
 
 
-def gather_audio_targets(audio: torch.Tensor, patch_points: torch.Tensor | None, samples_per_patch: int) -> torch.Tensor:
+def gather_audio_targets(audio: torch.Tensor, patch_points: torch.Tensor | None,
+                         samples_per_patch: int) -> torch.Tensor:
     """Audio (B, S[, 1]) -> samples of the selected patches (B, n * samples_per_patch)."""
     b = audio.shape[0]
     patches = audio.reshape(b, -1, samples_per_patch)

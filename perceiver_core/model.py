@@ -7,6 +7,7 @@ caller can encode once and decode many chunks of output queries against the same
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,14 @@ from .preprocessors import Preprocessed
 
 
 class PerceiverPreTrainedModel(nn.Module):
-    """Weight init (transformers' scheme) and transformers-format ``from_pretrained`` / ``save_pretrained``."""
+    """Weight init (transformers' scheme), transformers-format ``from_pretrained`` / ``save_pretrained`` and the
+    ``PreTrainedModel`` methods users call (``num_parameters``, ``get_input_embeddings``, ...)."""
 
     config: PerceiverConfig
+    config_class = PerceiverConfig
+    base_model_prefix = "perceiver"
+    main_input_name = "inputs"
+    supports_gradient_checkpointing = True
 
     def init_weights(self) -> None:
         std = self.config.initializer_range
@@ -43,28 +49,53 @@ class PerceiverPreTrainedModel(nn.Module):
                 nn.init.normal_(param, std=std)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, *, strict: bool | None = None,
-                        config: PerceiverConfig | None = None, **config_overrides: Any):
-        """Load a transformers-format checkpoint directory (config.json + model.safetensors/pytorch_model.bin).
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any):
+        """Load a transformers-format checkpoint: a folder (config.json + model.safetensors/pytorch_model.bin) or
+        a hub id (huggingface_hub's cache; ``HF_HUB_OFFLINE=1`` / ``local_files_only`` honoured).
 
-        ``strict`` (default: True when the checkpoint was saved from this class) fails on missing or
-        unexpected keys; wrongly shaped keys always fail. Non-strict loading (e.g. a sequence classifier
-        from an MLM checkpoint) keeps fresh weights for the missing keys and reports them in
-        ``model.loading_info``.
+        transformers' keywords: ``revision``, ``cache_dir``, ``local_files_only``, ``token``, ``force_download``,
+        ``subfolder``, ``config``, ``output_loading_info`` (returns ``(model, info)``), ``dtype`` /
+        ``torch_dtype`` (default ``"auto"``: config.json's dtype, else the weights'), ``device_map`` (one device),
+        ``ignore_mismatched_sizes`` (wrongly shaped weights, e.g. a new ``num_labels``, start afresh and are
+        reported), ``attn_implementation`` (``"eager"``/``"sdpa"``), ``use_safetensors``; any other keyword
+        must be a config attribute (it overrides config.json).
+
+        ``strict`` (ours; default: True when the checkpoint was saved from this class) fails on missing or
+        unexpected keys; wrongly shaped keys fail unless ``ignore_mismatched_sizes``. Non-strict loading (e.g.
+        a sequence classifier from an MLM checkpoint) keeps fresh weights for the missing keys and reports them
+        in ``model.loading_info``.
         """
+        from . import load_options
         from .checkpoint import load_pretrained
 
-        return load_pretrained(cls, Path(directory), strict=strict, config=config, **config_overrides)
+        options = load_options.parse(cls.__name__, kwargs)
+        return load_pretrained(cls, pretrained_model_name_or_path, options)
 
-    def save_pretrained(self, directory: str | Path, safe_serialization: bool = True) -> Path:
+    def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True) -> Path:
         from .checkpoint import save_pretrained
 
-        return save_pretrained(self, Path(directory), safe_serialization=safe_serialization)
+        return save_pretrained(self, Path(save_directory), safe_serialization=safe_serialization)
 
-    def gradient_checkpointing_enable(self) -> None:
+    # -------------------------------------------------------------- transformers' PreTrainedModel methods
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict[str, Any] | None = None) -> None:
+        """Recompute encoder layers in the backward pass. ``gradient_checkpointing_kwargs`` as transformers;
+        only ``use_reentrant`` is known, and the non-reentrant variant always runs (same gradients)."""
+        unknown = set(gradient_checkpointing_kwargs or {}) - {"use_reentrant"}
+        if unknown:
+            raise ValueError(f"gradient_checkpointing_kwargs: unsupported keys {sorted(unknown)}")
+        self._set_gradient_checkpointing(True)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self._set_gradient_checkpointing(False)
+
+    def _set_gradient_checkpointing(self, enabled: bool) -> None:
         for module in self.modules():
             if hasattr(module, "gradient_checkpointing"):
-                module.gradient_checkpointing = True
+                module.gradient_checkpointing = enabled
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
 
     @property
     def device(self) -> torch.device:
@@ -74,8 +105,35 @@ class PerceiverPreTrainedModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    @property
+    def base_model(self) -> nn.Module:
+        return getattr(self, self.base_model_prefix, self)
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Parameter count, as transformers: shared tensors once; ``exclude_embeddings`` leaves out the weights
+        of ``nn.Embedding`` modules."""
+        skip = ({f"{name}.weight" for name, m in self.named_modules() if isinstance(m, nn.Embedding)}
+                if exclude_embeddings else set())
+        return sum(p.numel() for name, p in self.named_parameters()
+                   if name not in skip and (p.requires_grad or not only_trainable))
+
+    def get_input_embeddings(self) -> nn.Parameter:
+        """The learned latents (N, D), as transformers' Perceiver (the inputs go through a preprocessor)."""
+        return self.base_model.encoder.latents
+
+    def set_input_embeddings(self, value: nn.Parameter) -> None:
+        self.base_model.encoder.latents = value if isinstance(value, nn.Parameter) else nn.Parameter(value)
+
+    def get_output_embeddings(self) -> None:
+        return None  # as transformers: no head here has a separate output embedding to tie or resize
+
+    def _flags(self, output_attentions: bool | None, output_hidden_states: bool | None,
+               return_dict: bool | None) -> tuple[bool, bool, bool]:
+        """Call keywords, or the config's values where a keyword is None (transformers' rule)."""
+        config = self.config
+        return (bool(config.output_attentions if output_attentions is None else output_attentions),
+                bool(config.output_hidden_states if output_hidden_states is None else output_hidden_states),
+                bool(config.return_dict if return_dict is None else return_dict))
 
 
 class PerceiverModel(PerceiverPreTrainedModel):
@@ -192,8 +250,10 @@ class PerceiverModel(PerceiverPreTrainedModel):
     def forward(self, inputs: Any, attention_mask: torch.Tensor | None = None,
                 subsampled_output_points: Any = None, output_attentions: bool | None = None,
                 output_hidden_states: bool | None = None, interpolate_pos_encoding: bool = False,
-                return_dict: bool | None = None) -> PerceiverModelOutput:
-        out, _ = self.run(inputs, attention_mask, subsampled_output_points, bool(output_attentions),
-                          bool(output_hidden_states), interpolate_pos_encoding)
-        return out
+                return_dict: bool | None = None) -> PerceiverModelOutput | tuple:
+        output_attentions, output_hidden_states, return_dict = self._flags(output_attentions, output_hidden_states,
+                                                                           return_dict)
+        out, _ = self.run(inputs, attention_mask, subsampled_output_points, output_attentions,
+                          output_hidden_states, interpolate_pos_encoding)
+        return out if return_dict else out.to_tuple()
 

@@ -11,13 +11,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import PerceiverConfig
-from .heads import (PerceiverForImageClassificationConvProcessing, PerceiverForImageClassificationFourier,
-                    PerceiverForImageClassificationLearned, PerceiverForMaskedLM, PerceiverForMultimodalAutoencoding,
-                    PerceiverForOpticalFlow)
+from .heads import (
+    PerceiverForImageClassificationConvProcessing,
+    PerceiverForImageClassificationFourier,
+    PerceiverForImageClassificationLearned,
+    PerceiverForMaskedLM,
+    PerceiverForMultimodalAutoencoding,
+    PerceiverForOpticalFlow,
+)
 from .model import PerceiverPreTrainedModel
 
-_VISION = dict(num_latents=512, d_latents=1024, num_blocks=8, num_self_attends_per_block=6,
-               num_self_attention_heads=8, num_cross_attention_heads=1, num_labels=1000)
+_VISION = {"num_latents": 512, "d_latents": 1024, "num_blocks": 8, "num_self_attends_per_block": 6,
+               "num_self_attention_heads": 8, "num_cross_attention_heads": 1, "num_labels": 1000}
 
 
 @dataclass(frozen=True)
@@ -36,14 +41,14 @@ class Preset:
         return self.head(self.config(tiny, **overrides))
 
 
-_TINY_LATENTS = dict(num_latents=8, d_latents=32, num_blocks=2, num_self_attends_per_block=2,
-                     num_self_attention_heads=2, num_cross_attention_heads=1)
+_TINY_LATENTS = {"num_latents": 8, "d_latents": 32, "num_blocks": 2, "num_self_attends_per_block": 2,
+                     "num_self_attention_heads": 2, "num_cross_attention_heads": 1}
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("language", PerceiverForMaskedLM, "deepmind/language-perceiver",
-           dict(num_latents=256, d_latents=1280, d_model=768, num_blocks=1, num_self_attends_per_block=26,
-                num_self_attention_heads=8, num_cross_attention_heads=8, qk_channels=256, v_channels=1280,
-                vocab_size=262, max_position_embeddings=2048),
+           {"num_latents": 256, "d_latents": 1280, "d_model": 768, "num_blocks": 1, "num_self_attends_per_block": 26,
+                "num_self_attention_heads": 8, "num_cross_attention_heads": 8, "qk_channels": 256, "v_channels": 1280,
+                "vocab_size": 262, "max_position_embeddings": 2048},
            dict(_TINY_LATENTS, d_model=32, qk_channels=16, v_channels=32, num_cross_attention_heads=2,
                 max_position_embeddings=128)),
     Preset("vision-learned", PerceiverForImageClassificationLearned, "deepmind/vision-perceiver-learned",
@@ -53,14 +58,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("vision-conv", PerceiverForImageClassificationConvProcessing, "deepmind/vision-perceiver-conv",
            dict(_VISION, d_model=322), dict(_TINY_LATENTS, num_labels=10)),
     Preset("optical-flow", PerceiverForOpticalFlow, "deepmind/optical-flow-perceiver",
-           dict(num_latents=2048, d_latents=512, d_model=322, num_blocks=1, num_self_attends_per_block=24,
-                num_self_attention_heads=16, num_cross_attention_heads=1, train_size=(368, 496)),
+           {"num_latents": 2048, "d_latents": 512, "d_model": 322, "num_blocks": 1, "num_self_attends_per_block": 24,
+                "num_self_attention_heads": 16, "num_cross_attention_heads": 1, "train_size": (368, 496)},
            dict(_TINY_LATENTS, train_size=(32, 48))),
     Preset("multimodal", PerceiverForMultimodalAutoencoding, "deepmind/multimodal-perceiver",
-           dict(num_latents=784, d_latents=512, d_model=704, num_blocks=1, num_self_attends_per_block=8,
-                num_self_attention_heads=8, num_cross_attention_heads=1, num_labels=700, num_frames=16,
-                audio_samples_per_frame=1920, samples_per_patch=16, output_shape=(1, 16, 224, 224),
-                image_size=224, output_num_channels=512),
+           {"num_latents": 784, "d_latents": 512, "d_model": 704, "num_blocks": 1, "num_self_attends_per_block": 8,
+                "num_self_attention_heads": 8, "num_cross_attention_heads": 1, "num_labels": 700, "num_frames": 16,
+                "audio_samples_per_frame": 1920, "samples_per_patch": 16, "output_shape": (1, 16, 224, 224),
+                "image_size": 224, "output_num_channels": 512},
            dict(_TINY_LATENTS, num_labels=5, num_frames=4, audio_samples_per_frame=64, samples_per_patch=16,
                 output_shape=(1, 4, 32, 32), image_size=32, output_num_channels=32,
                 label_trainable_num_channels=32)),

@@ -71,14 +71,20 @@ class ModelSpec:
 
 
 def local_checkpoint(source: str) -> str:
-    """A local directory holding the checkpoint ``source``: itself, or for a URI a copy in a local cache
-    (``$PERCEIVER_CACHE`` or ``~/.cache/perceiver-pipelines/models/<hash>``), fetched once per machine."""
+    """A local directory holding the checkpoint ``source``: itself; for a hub id (``owner/name``, no such local
+    folder) its snapshot in the Hugging Face cache; for a URI a copy in a local cache (``$PERCEIVER_CACHE`` or
+    ``~/.cache/perceiver-pipelines/models/<hash>``), fetched once per machine."""
     import hashlib
     import os
 
     from . import storage
 
     if not storage.is_uri(source):
+        from perceiver_core import presets
+        from perceiver_core.hub import is_hub_id, resolve_pretrained
+
+        if is_hub_id(source) and source not in presets.names():  # e.g. deepmind/optical-flow-perceiver
+            return str(resolve_pretrained(source))  # huggingface_hub's cache (HF_HUB_OFFLINE, HF_HUB_CACHE)
         return source
     loc = storage.resolve(source)
     cache = os.path.join(os.environ.get("PERCEIVER_CACHE", os.path.expanduser("~/.cache/perceiver-pipelines")),

@@ -60,6 +60,7 @@ class Job:
     model: ModelSpec
     batch_size: int
     max_shard_size: int = 64  # inputs per part file at most
+    min_shard_size: int = 1  # inputs per shard at least (power of two above it); one model row per input: batch size
     items_are_inputs: bool = True
     limit: int | None = None
     options: dict[str, Any] = field(default_factory=dict)  # recorded in job.json, compared on rerun
@@ -130,7 +131,7 @@ def prepare_run(job: Job, output: str) -> Prepared:
         if any(commit.PART_RE.match(n) for n in names):
             raise OutputError(f"{out.uri} holds Parquet parts but no {JOB_FILE}; choose another --output")
         plan = work_plan.write_manifest(out, items if items is not None else job.items(), job.item_schema,
-                                        job.max_shard_size, job.limit)
+                                        job.max_shard_size, job.limit, min_shard_size=job.min_shard_size)
         body = {"layout": LAYOUT_VERSION, "job": job.name, "options": options, "plan": plan.to_dict(),
                 "schema": schemas.describe(job.schema)}
         storage.write_atomic(out.join(JOB_FILE), json.dumps(body, indent=2, default=str).encode(), out)
@@ -163,7 +164,8 @@ def build_dataset(job: Job, prepared: Prepared, run: RunOptions):
     return ds.map_batches(
         ShardWorker, batch_size=1, batch_format="pyarrow", compute=ActorPoolStrategy(size=plan.pool_size),
         num_cpus=plan.num_cpus_per_worker, num_gpus=plan.num_gpus_per_worker,
-        fn_constructor_kwargs={"job": shard_job(job, prepared), "device": plan.device, "torch_threads": plan.torch_threads})
+        fn_constructor_kwargs={"job": shard_job(job, prepared), "device": plan.device,
+                               "torch_threads": plan.torch_threads})
 
 
 def run_job(job: Job, run: RunOptions, command: list[str] | None = None,

@@ -69,7 +69,8 @@ def _fmt(value: Any) -> str:
 
 
 def summarize(job: str, stats: ShardStats, *, plan: PlanInfo, committed_shards: int, items_are_inputs: bool,
-              processed_shards: int, processed_inputs: int, wall_time_s: float, command: list[str] | None = None, compute: str = "",
+              processed_shards: int, processed_inputs: int, wall_time_s: float,
+              command: list[str] | None = None, compute: str = "",
               model: str = "", footers_read: int = 0, driver_bytes_received: int = 0) -> Summary:
     counts = dict(stats.counts)
     shards_missing = plan.num_shards - committed_shards

@@ -45,9 +45,15 @@ class PlanInfo:
         return asdict(self)
 
 
-def choose_shard_size(num_items: int, max_shard_size: int) -> int:
-    """Smallest power of two giving at most ``TARGET_SHARDS`` shards, capped at ``max_shard_size``."""
+def choose_shard_size(num_items: int, max_shard_size: int, min_shard_size: int = 1) -> int:
+    """Smallest power of two giving at most ``TARGET_SHARDS`` shards, capped at ``max_shard_size``.
+
+    It is at least ``min_shard_size`` (rounded up to a power of two): a job whose inputs are one model row each
+    passes its batch size, so that a worker's batches are full instead of one row per shard and per part file.
+    """
     size = 1
+    while size < min(min_shard_size, max_shard_size):
+        size *= 2
     while size < max_shard_size and -(-num_items // size) > TARGET_SHARDS:
         size *= 2
     return min(size, ITEMS_PER_FILE)
@@ -64,7 +70,7 @@ def _encode(rows: list[dict], schema: pa.Schema) -> bytes:
 
 
 def write_manifest(out: storage.Location, items: Iterable[dict], schema: pa.Schema, max_shard_size: int,
-                   limit: int | None = None) -> PlanInfo:
+                   limit: int | None = None, min_shard_size: int = 1) -> PlanInfo:
     """Stream ``items`` into manifest files; returns the plan (the caller records it in job.json)."""
     folder = out.join(MANIFEST_DIR)
     rows: list[dict] = []
@@ -81,7 +87,7 @@ def write_manifest(out: storage.Location, items: Iterable[dict], schema: pa.Sche
         storage.write_atomic(folder.join(_file_name(files)), _encode(rows, schema), out)
     if count == 0:
         raise ValueError("no inputs found: the listing gave no items")
-    return PlanInfo(num_items=count, shard_size=choose_shard_size(count, max_shard_size))
+    return PlanInfo(num_items=count, shard_size=choose_shard_size(count, max_shard_size, min_shard_size))
 
 
 def read_shard(out: storage.Location, plan: PlanInfo, shard: int) -> pa.Table:

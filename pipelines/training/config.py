@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from perceiver_core.hub import is_hub_id
 from pipelines import storage
 
 from .init_schemes import INIT_SCHEMES
@@ -111,7 +112,7 @@ class TrainConfig:
         # Local paths are made absolute here, in the driver: Ray Train workers run in another working directory.
         self.data = tuple(_absolute(d) for d in self.data)
         self.eval_data = tuple(_absolute(d) for d in self.eval_data)
-        if self.init_from is not None:
+        if self.init_from is not None and not is_hub_id(self.init_from):  # hub ids stay ids (models.py)
             self.init_from = _absolute(self.init_from)
         self.output_dir = _absolute(self.output_dir)  # metrics.csv and final/ are written by the workers
         if self.export_dir is not None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from perceiver_core import HEADS, PerceiverConfig, presets
+from perceiver_core.hub import is_hub_id, resolve_pretrained
 from pipelines import storage
 
 from . import run_storage
@@ -31,9 +35,20 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+@contextlib.contextmanager
+def checkpoint_folder(init_from: str, names: Sequence[str] | None = None) -> Iterator[Path]:
+    """A local folder holding ``init_from``: a hub id's snapshot in the Hugging Face cache, else the folder
+    (local, or a temporary download from object storage of ``names`` / every file)."""
+    if is_hub_id(init_from):
+        yield resolve_pretrained(init_from)
+        return
+    with run_storage.local_copy(storage.resolve(init_from), names=names) as directory:
+        yield directory
+
+
 def init_config(init_from: str) -> PerceiverConfig:
-    """The ``PerceiverConfig`` of a checkpoint folder, local or on object storage (only config.json is read)."""
-    with run_storage.local_copy(storage.resolve(init_from), names=("config.json",)) as directory:
+    """The ``PerceiverConfig`` of a checkpoint folder (local, object storage or hub id; only config.json)."""
+    with checkpoint_folder(init_from, names=("config.json",)) as directory:
         return PerceiverConfig.from_pretrained(directory)
 
 
@@ -61,7 +76,7 @@ def build_model(config: TrainConfig, head: type, model_config: PerceiverConfig,
     checkpoint's encoder and starts its decoder fresh)."""
     torch.manual_seed(config.seed)
     if config.init_from:
-        with run_storage.local_copy(storage.resolve(config.init_from)) as directory:  # a download on object stores
+        with checkpoint_folder(config.init_from) as directory:  # a download on object stores / from the hub
             saved_as = (PerceiverConfig.from_pretrained(directory).architectures or [""])[0]
             model = head.from_pretrained(directory, config=model_config, strict=saved_as == head.__name__)
     else:

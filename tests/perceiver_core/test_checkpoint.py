@@ -7,8 +7,15 @@ import json
 import pytest
 import torch
 
-from perceiver_core import (CheckpointMismatchError, PerceiverConfig, PerceiverForImageClassificationFourier,
-                            PerceiverForMaskedLM, PerceiverForSequenceClassification, load_pretrained, presets)
+from perceiver_core import (
+    CheckpointMismatchError,
+    PerceiverConfig,
+    PerceiverForImageClassificationFourier,
+    PerceiverForMaskedLM,
+    PerceiverForSequenceClassification,
+    load_pretrained,
+    presets,
+)
 from perceiver_core.convert import to_transformers_key
 
 

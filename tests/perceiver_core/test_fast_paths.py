@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _hf_helpers import sample_inputs
+from _sample_inputs import sample_inputs
 
 from perceiver_core import presets
 
@@ -87,7 +87,8 @@ def test_per_example_points_equal_per_row_runs_multimodal():
     with torch.no_grad():
         batched = model(inputs, subsampled_output_points=points, labels=labels)
         rows = [model({k: v[i:i + 1] for k, v in inputs.items()},
-                      subsampled_output_points={"image": points["image"][i], "audio": points["audio"][i], "label": None},
+                      subsampled_output_points={"image": points["image"][i], "audio": points["audio"][i],
+                                                 "label": None},
                       labels={k: v[i:i + 1] for k, v in labels.items()}) for i in range(2)]
     for name in ("image", "audio", "label"):
         torch.testing.assert_close(batched.logits[name], torch.cat([r.logits[name] for r in rows]), **TOL)
@@ -124,7 +125,8 @@ def test_encoder_compiles_without_graph_breaks(name):
         assert explanation.graph_break_count == 0, explanation.break_reasons
         torch._dynamo.reset()
         compiled = torch.compile(model.perceiver.encoder, backend="eager", fullgraph=True)
-        torch.testing.assert_close(compiled(pre.inputs, mask).latents, model.perceiver.encoder(pre.inputs, mask).latents,
+        torch.testing.assert_close(compiled(pre.inputs, mask).latents,
+                                   model.perceiver.encoder(pre.inputs, mask).latents,
                                    **TOL)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _hf_helpers import sample_inputs
+from _sample_inputs import sample_inputs
 
 from perceiver_core import PerceiverConfig, PerceiverModel, presets
 from perceiver_core.losses import endpoint_error

@@ -10,7 +10,11 @@ import torch
 
 from perceiver_core.tokenizer import PerceiverTokenizer
 
-transformers = pytest.importorskip("transformers")
+try:  # a test-only dependency: without it the parity tests skip and the others still run
+    import transformers
+except ImportError:
+    transformers = None
+parity = pytest.mark.skipif(transformers is None, reason="parity with transformers: transformers is not installed")
 
 TEXT_DIR = Path(__file__).resolve().parents[1] / "data" / "text"
 UDHR_FILES = sorted((TEXT_DIR / "udhr").glob("*.txt"))
@@ -34,6 +38,8 @@ def ours() -> PerceiverTokenizer:
 
 @pytest.fixture(scope="module")
 def hf():
+    if transformers is None:
+        pytest.skip("parity with transformers: transformers is not installed")
     transformers.logging.set_verbosity_error()  # silences "sequence longer than 2048" and pair-overflow notes
     return transformers.PerceiverTokenizer()
 
@@ -216,8 +222,7 @@ def test_decode_inputs_and_errors(ours, hf):
         ours.decode([4, 262])
     with pytest.raises(ValueError):
         hf.decode([4, 262])
-    with pytest.raises(ValueError, match="batch_decode"):
-        ours.decode([[4, 5]])
+    assert ours.decode([[4, 5]]) == hf.decode([[4, 5]]) == ["[CLS][SEP]"]  # transformers 5 decodes batches
 
 
 def test_save_load_roundtrip_with_transformers(ours, hf, tmp_path, udhr_texts):
@@ -250,6 +255,7 @@ def test_input_list_not_modified(ours):
     assert texts == ["b", "aaa"]
 
 
+@parity
 def test_left_padding_matches_transformers(udhr_texts):
     left_ours = PerceiverTokenizer(padding_side="left")
     left_hf = transformers.PerceiverTokenizer(padding_side="left")

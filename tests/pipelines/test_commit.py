@@ -179,6 +179,9 @@ def test_manifest_shards_cover_every_item_once(tmp_path):
         seen += work_plan.read_shard(out, plan, shard).column("n").to_pylist()
     assert seen == list(range(n))
     assert work_plan.choose_shard_size(8, 64) == 1 and work_plan.choose_shard_size(10**7, 64) == 64
+    # at least the batch size (a power of two above it), still capped by the maximum
+    assert work_plan.choose_shard_size(8, 64, min_shard_size=16) == 16 == work_plan.choose_shard_size(10, 64, 12)
+    assert work_plan.choose_shard_size(10**4, 1024, 16) == 64 and work_plan.choose_shard_size(8, 8, 16) == 8
 
 
 def test_part_names_have_no_width_limit(tmp_path):

@@ -171,7 +171,8 @@ def test_load_pair_values(layouts):
     pairs = {p.pair_id: p for p in discover_flow_pairs(layouts)}
     img1, img2, flow, valid = load_pair(pairs["sintel/training/clean/alley/frame_0002"])
     assert img1.shape == img2.shape == (H, W, 3) and img1.dtype == np.uint8
-    np.testing.assert_array_equal(img1, np.asarray(Image.open(pairs["sintel/training/clean/alley/frame_0002"].frame1_path)))
+    frame1 = pairs["sintel/training/clean/alley/frame_0002"].frame1_path
+    np.testing.assert_array_equal(img1, np.asarray(Image.open(frame1)))
     np.testing.assert_array_equal(flow, random_flow(2))
     assert valid.all()
 
@@ -191,7 +192,8 @@ def test_load_pair_rejects_mismatched_sizes(tmp_path):
     write_image(tmp_path / "frame1.png", 1)
     write_image(tmp_path / "frame2.png", 2)
     write_flo(tmp_path / "flow.flo", random_flow(0, H + 1, W))
-    pair = FlowPair("x", str(tmp_path / "frame1.png"), str(tmp_path / "frame2.png"), str(tmp_path / "flow.flo"), "flo", "frames")
+    pair = FlowPair("x", str(tmp_path / "frame1.png"), str(tmp_path / "frame2.png"), str(tmp_path / "flow.flo"),
+                    "flo", "frames")
     with pytest.raises(FlowFormatError, match="does not match"):
         load_pair(pair)
 

@@ -8,11 +8,13 @@ a second run has ground truth without a single valid pixel (KITTI and ``.flo``).
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 
 import numpy as np
 import pytest
+import torch
 from _job_helpers import (
     DATA,
     TINY,
@@ -20,6 +22,7 @@ from _job_helpers import (
     check_rerun_adds_nothing,
     manifest_ids,
     part_names,
+    read_output,
     run_cli,
     summary,
 )
@@ -155,8 +158,88 @@ def test_ground_truth_without_valid_pixels(ray_local, tmp_path):
     for r in rows:
         assert r["error"] is None and r["has_gt"] and r["num_valid_px"] == 0
         assert all(r[name] is None for name in ("epe", "acc_1px", "acc_3px", "acc_5px", "fl_all"))
-        assert read_flo(out / r["flow_path"]).shape == (h, w, 2) and r["flow_mean_px"] is not None
+        frames = [np.asarray(Image.open(root / name)) for name in
+                  {"kitti": ("kitti/training/image_2/000000_10.png", "kitti/training/image_2/000000_11.png"),
+                   "flyingchairs": ("chairs/00001-img0.ppm", "chairs/00001-img1.ppm")}[r["layout"]]]
+        flow = flo_file(out / r["flow_path"])  # one tile: the model's output itself, not a blend
+        np.testing.assert_allclose(flow, direct_flow(*frames), **FLOW_TOL)
+        assert math.isclose(r["flow_mean_px"], float(np.linalg.norm(flow, axis=-1).mean()), rel_tol=1e-5)
     s = summary(out)
     assert s["complete"] and s["metrics"]["pairs_with_gt"] == 2 and s["metrics"]["valid_px"] == 0
     assert all(s["metrics"][name] is None for name in ("epe", "acc_1px", "fl_all", "epe_pair_mean"))
-    assert s["metrics"]["flow_mean_px"] is not None
+    assert math.isclose(s["metrics"]["flow_mean_px"], np.mean([r["flow_mean_px"] for r in rows]), rel_tol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Flow fields against the model: the .flo sidecars (read with the reader below, not pipelines.flow_data) compared
+# with the same seeded tiny model run here on frames decoded with Pillow / PyAV and turned into the model's
+# input by the few lines of ``patch_features`` (not pipelines.flow_tiling).
+TILE = (32, 48)  # the tiny preset's train_size: the model's input size
+CORNER = (16, 24)  # the corner region of a frame that only its corner tile covers (see test_flow_sidecars_...)
+# The random tiny model predicts flows of ~1e-4 px (its decoder divides by 100): compared relatively, to float32
+# precision (1e-4); a swapped pair or a one-pixel shift changes them by 0.5 % and 1.4 %.
+FLOW_TOL = {"rtol": 1e-4, "atol": 1e-9}
+
+
+def flo_file(path) -> np.ndarray:
+    """A Middlebury .flo file: b"PIEH", int32 width and height, then (H, W, 2) float32, little-endian."""
+    data = np.fromfile(path, np.uint8)
+    assert data[:4].tobytes() == b"PIEH"
+    width, height = np.frombuffer(data[4:12].tobytes(), "<i4")
+    return np.frombuffer(data[12:].tobytes(), "<f4").reshape(height, width, 2)
+
+
+def patch_features(frame: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (27, H, W): the frame scaled to [-1, 1], each pixel's 3 x 3 neighbourhood (zeros
+    outside), features ordered (row, column, colour) as DeepMind's ``patches_for_flow``."""
+    h, w, _ = frame.shape
+    padded = np.pad(frame.astype(np.float32) / 255 * 2 - 1, ((1, 1), (1, 1), (0, 0)))
+    return np.stack([padded[dy:dy + h, dx:dx + w, c] for dy in range(3) for dx in range(3) for c in range(3)])
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_flow_model():
+    from pipelines.model_workers import ModelSpec
+
+    return ModelSpec("optical-flow", random_init=True, tiny=True).load()  # seed 0: the job's weights
+
+
+def direct_flow(frame1: np.ndarray, frame2: np.ndarray) -> np.ndarray:
+    """(H, W, 2) flow of one model-sized pair, in this process."""
+    inputs = torch.from_numpy(np.stack([patch_features(frame1), patch_features(frame2)]))[None]
+    with torch.inference_mode():
+        return tiny_flow_model()(inputs=inputs).logits[0].numpy()
+
+
+def assert_corners_match(flow: np.ndarray, frame1: np.ndarray, frame2: np.ndarray) -> None:
+    """The top-left and bottom-right corner regions of a tiled flow equal the model on the corner tiles."""
+    (th, tw), (ch, cw) = TILE, CORNER
+    top_left = direct_flow(frame1[:th, :tw], frame2[:th, :tw])
+    np.testing.assert_allclose(flow[:ch, :cw], top_left[:ch, :cw], **FLOW_TOL)
+    bottom_right = direct_flow(frame1[-th:, -tw:], frame2[-th:, -tw:])
+    np.testing.assert_allclose(flow[-ch:, -cw:], bottom_right[-ch:, -cw:], **FLOW_TOL)
+
+
+def test_flow_sidecars_equal_the_model_on_decoded_frames(flow_run):
+    """Tiles of 32 x 48 with at least 8 px overlap start at rows 0, 24, ... and columns 0, 39, ... of a 436 x 1024
+    Sintel frame (0, 24, ...; 0, 40, 80 of a 128 x 128 video frame), and the last ones end at the frame's edge
+    at least 24 rows / 39 columns after the previous ones: the corner 16 x 24 pixels are the corner tile's
+    prediction alone, whatever the blending. A swapped pair, channel order, colour scale or frame index in the
+    stage or the worker changes them."""
+    import av
+
+    out, _, _ = flow_run
+    rows = read_output(out).to_pylist()
+    (pair,) = [r for r in rows if r["layout"] == "sintel" and r["error"] is None]
+    frames = [np.asarray(Image.open(DATA / "flow" / "sintel" / n).convert("RGB"))
+              for n in ("frame_0016.png", "frame_0017.png")]
+    flow = flo_file(out / pair["flow_path"])
+    assert flow.shape == (H, W, 2)
+    assert_corners_match(flow, *frames)
+    assert math.isclose(pair["flow_mean_px"], float(np.linalg.norm(flow, axis=-1).mean()), rel_tol=1e-5)
+    with av.open(str(DATA / "videos" / "torchcodec__h265_video.mp4")) as container:
+        video = [f.to_ndarray(format="rgb24") for _, f in zip(range(3), container.decode(video=0))]
+    pairs = sorted((r for r in rows if r["layout"] == "video" and r["error"] is None), key=lambda r: r["pair_index"])
+    assert [r["pair_index"] for r in pairs] == [0, 1]
+    for r in pairs:  # pair i: frames i and i + 1
+        assert_corners_match(flo_file(out / r["flow_path"]), video[r["pair_index"]], video[r["pair_index"] + 1])

@@ -8,10 +8,12 @@ to the input root only), and no local folder may be created for the URI.
 from __future__ import annotations
 
 import pyarrow.parquet as pq
+import pytest
 from _job_helpers import TINY, bucket_fs, read_output, run_cli
 from test_job_text import DOCUMENTS, EXPECTED_IDS, write_corpus
 
 
+@pytest.mark.slow  # a long multi-worker run: `pytest -m slow` (CI runs it)
 def test_text_job_on_s3_equals_local(ray_with_s3, tmp_path, monkeypatch):
     s3 = ray_with_s3
     local_in = tmp_path / "docs"

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 from _job_helpers import (
     DATA,
     TINY,
@@ -153,3 +154,110 @@ def test_odd_names_and_duplicate_names_under_two_roots(ray_local, tmp_path):
     assert len(manifest_ids(out)) == 3 and table.num_rows == 3
     assert all(e is None for e in table.column("error").to_pylist())
     assert any("caf%E9.mp4" in s for s in table.column("source").to_pylist())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rows against the model: a few clips of the job's output recomputed here, decoded with PyAV directly (not
+# through pipelines.video_decode) and run through the same seeded tiny model in this process, one clip at a time.
+T, SIDE, S = 4, 32, 64  # the tiny multimodal preset: 4 frames of 32 x 32, 64 audio samples per frame
+AUDIO_RATE = 25 * S  # 1,600 Hz: S samples span one 25 fps frame
+RECOMPUTED = {"torchcodec__av1_video.mkv": 2, "torchcodec__h265_video.mp4": 2, "torchcodec__nasa_13013.mp4": 2}
+
+
+def pyav_frames(path, n_out: int) -> np.ndarray:
+    """(n_out, 32, 32, 3) uint8: the video on a 25 fps grid from its first frame, each grid time showing the last
+    frame at or before it (sample-and-hold); shorter side scaled to 32 (swscale bilinear in the frame's own
+    format, then RGB), centre crop."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        decoded = []
+        for frame in container.decode(stream):
+            decoded.append((float(frame.pts * stream.time_base), frame))
+            if decoded[-1][0] > decoded[0][0] + n_out / 25:
+                break
+        t0 = decoded[0][0]
+        out = []
+        for i in range(n_out):
+            held = [f for t, f in decoded if t <= t0 + i / 25 + 1e-6][-1]
+            scale = SIDE / min(held.height, held.width)
+            h, w = max(SIDE, round(held.height * scale)), max(SIDE, round(held.width * scale))
+            rgb = held.reformat(width=w, height=h, interpolation="BILINEAR").to_ndarray(format="rgb24")
+            top, left = (h - SIDE) // 2, (w - SIDE) // 2
+            out.append(rgb[top:top + SIDE, left:left + SIDE])
+    return np.stack(out)
+
+
+def pyav_audio(path, n: int) -> np.ndarray:
+    """(n,) float32: the first audio stream, mono at 1,600 Hz, from t = 0 (the files used start their audio at 0);
+    zeros for a file without audio."""
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return np.zeros(n, np.float32)
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
+        chunks = []
+        for frame in container.decode(stream):
+            assert frame.pts == 0 or chunks, "the reference assumes audio that starts at t = 0"
+            chunks += [o.to_ndarray().reshape(-1) for o in resampler.resample(frame)]
+            if sum(c.size for c in chunks) >= n:
+                break
+    return np.concatenate(chunks)[:n]
+
+
+def direct_clip(model, frames: np.ndarray, audio: np.ndarray) -> dict:
+    """The model on one clip, in this process: PSNR of video (peak 1) and audio (peak-to-peak 2), softmax top-5,
+    the reconstruction as uint8."""
+    video = torch.from_numpy(frames).double().div(255)  # (T, H, W, 3)
+    inputs = {"image": video.float().permute(0, 3, 1, 2)[None], "audio": torch.from_numpy(audio)[None, :, None],
+              "label": torch.zeros(1, model.config.num_labels)}
+    with torch.inference_mode():
+        logits = model(inputs).logits
+    rec = logits["image"].double().reshape(T, SIDE, SIDE, 3).clamp(0, 1)  # the model's (B, T*H*W, 3) layout
+    rec_audio = logits["audio"].double().reshape(-1).clamp(-1, 1)
+    scores, ids = logits["label"].double().softmax(-1)[0].topk(5)
+    return {"psnr_video": float(10 * torch.log10(1 / (rec - video).square().mean())),
+            "psnr_audio": float(10 * torch.log10(4 / (rec_audio - torch.from_numpy(audio).double()).square().mean())),
+            "top_k_ids": ids.tolist(), "top_k_scores": scores.tolist(),
+            "rec": (rec * 255).round().to(torch.uint8).numpy()}
+
+
+def test_rows_equal_the_model_on_pyav_decoded_clips(video_run):
+    """PSNR (video and audio), top-k ids and scores, and both halves of the picture strip of six clips equal a
+    direct model call on frames and audio decoded here: a frame-order, colour-scale, crop, audio-alignment or
+    batching bug in the decode stage or the worker changes them.
+
+    The random tiny model's scores sit near 1/5 and its reconstruction hardly depends on the frame order
+    (reversing a clip moves the PSNR by 1e-6 dB, as much as float32 noise between batch sizes), so the scores
+    are compared to 2e-7 (noise: 2e-8; BGR input: 3e-5) and the strip's top row, the clip as the stage decoded
+    it, is what pins the frames and their order; the audio PSNR pins the audio (a 64-sample shift: 0.16 dB)."""
+    from PIL import Image
+
+    from pipelines.model_workers import ModelSpec
+
+    out = video_run[0]
+    model = ModelSpec("multimodal", random_init=True, tiny=True).load()  # seed 0: the job's weights
+    rows = {(r["source"].rsplit("/", 1)[-1], r["clip_index"]): r for r in pq.read_table(out).to_pylist()}
+    for name, clips in RECOMPUTED.items():
+        frames = pyav_frames(VIDEOS / name, clips * T)
+        audio = pyav_audio(VIDEOS / name, clips * T * S)
+        for k in range(clips):
+            row = rows[(name, k)]
+            want = direct_clip(model, frames[k * T:(k + 1) * T], audio[k * T * S:(k + 1) * T * S])
+            assert row["start_time_s"] == pytest.approx(k * T / 25, abs=1e-6)
+            assert row["psnr_video"] == pytest.approx(want["psnr_video"], abs=1e-4), (name, k)
+            if name in NO_AUDIO:
+                assert row["psnr_audio"] is None
+            else:
+                assert row["psnr_audio"] == pytest.approx(want["psnr_audio"], abs=1e-4), (name, k)
+            assert row["top_k_ids"] == want["top_k_ids"], (name, k)
+            np.testing.assert_allclose(row["top_k_scores"], want["top_k_scores"], rtol=0, atol=2e-7)
+            strip = np.asarray(Image.open(out / row["picture"]).convert("RGB"))  # (2H, T*W, 3): input / output
+            assert strip.shape == (2 * SIDE, T * SIDE, 3)
+            original = frames[k * T:(k + 1) * T].transpose(1, 0, 2, 3).reshape(SIDE, T * SIDE, 3)
+            np.testing.assert_array_equal(strip[:SIDE], original)
+            reconstruction = want["rec"].transpose(1, 0, 2, 3).reshape(SIDE, T * SIDE, 3)
+            assert np.abs(strip[SIDE:].astype(int) - reconstruction).max() <= 1  # rounding of x.5 only

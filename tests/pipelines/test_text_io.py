@@ -92,7 +92,8 @@ def test_parquet_text_column(tmp_path):
     })
     pq.write_table(table, tmp_path / "t.parquet")
     rows = list(read_parquet_text(tmp_path / "t.parquet", batch_rows=2))
-    assert [(r["index"], r["text"], r["error"]) for r in rows] == [(0, "a", None), (1, None, "null: value is null"), (2, "c", None)]
+    assert [(r["index"], r["text"], r["error"]) for r in rows] == [
+        (0, "a", None), (1, None, "null: value is null"), (2, "c", None)]
     blob = list(read_parquet_text(tmp_path / "t.parquet", column="blob"))
     assert (blob[0]["text"], blob[1]["raw"], blob[2]["error"] is not None) == ("ok", BAD_UTF8, True)
     assert [r["id"] for r in rows] == [stable_id("t.parquet", i) for i in range(3)]

@@ -87,7 +87,8 @@ def test_clip_shapes_dtypes_and_audio(bunny_clips):
     assert clip.frames.shape == (16, 224, 224, 3) and clip.frames.dtype == np.uint8
     assert clip.audio.shape == (16 * 1920,) and clip.audio.dtype == np.float32
     assert clip.has_audio and 0.1 < np.abs(clip.audio).max() <= 1.0
-    assert (clip.clip_index, clip.start_time_s, clip.partial, clip.num_valid_frames, clip.error) == (0, 0.0, False, 16, None)
+    got = (clip.clip_index, clip.start_time_s, clip.partial, clip.num_valid_frames, clip.error)
+    assert got == (0, 0.0, False, 16, None)
 
 
 def test_frames_are_resized_and_centre_cropped(bunny_clips):

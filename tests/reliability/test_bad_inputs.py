@@ -1,6 +1,6 @@
 """Bad and unusual video inputs through the whole ``video`` job (CLI, local Ray, Parquet read back).
 
-Already asserted elsewhere, not repeated here (see the README, section "Reliability"):
+Already asserted elsewhere, not repeated here (see docs/reliability.md):
 * images edge cases (broken/truncated -> error rows with a reason; CMYK, palette, grey, RGBA, EXIF -> ok):
   tests/pipelines/test_job_images.py::test_files;
 * zero-byte and no-moov videos -> one error row with reason ``empty_file`` / ``open_failed``:

@@ -7,6 +7,7 @@ continuing (not from 0, not from the half-written one); the run finishes and rep
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from perceiver_core import PerceiverForMaskedLM
@@ -19,8 +20,10 @@ from pipelines.training.trainer import fit
 UDHR = Path(__file__).resolve().parents[1] / "data" / "text" / "udhr"
 
 
+@pytest.mark.slow  # a long multi-worker run: `pytest -m slow` (CI runs it)
 def test_two_workers_killed_mid_checkpoint_resume_and_checkpoint_loads(ray_session, tmp_path):
-    config = TrainConfig(task="mlm", data=(str(UDHR / "eng.txt"), str(UDHR / "fra.txt")), tiny=True, max_steps=6, batch_size=4, log_every=1,
+    config = TrainConfig(task="mlm", data=(str(UDHR / "eng.txt"), str(UDHR / "fra.txt")), tiny=True, max_steps=6,
+                         batch_size=4, log_every=1,
                          checkpoint_every=2, warmup_steps=1, num_workers=2, max_failures=1, fail_at_step=4,
                          fail_mode="during-checkpoint", output_dir=str(tmp_path), name="ddp")
     result = fit(config)

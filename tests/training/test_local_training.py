@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _training_helpers import write_flow_pairs
 
@@ -16,7 +17,8 @@ UDHR = DATA / "text" / "udhr"
 
 
 def run(tmp_path, task, **kw):
-    defaults = {"max_steps": 3, "batch_size": 2, "log_every": 1, "checkpoint_every": 2, "warmup_steps": 1, "num_workers": 0,
+    defaults = {"max_steps": 3, "batch_size": 2, "log_every": 1, "checkpoint_every": 2, "warmup_steps": 1,
+                "num_workers": 0,
                     "tiny": True, "output_dir": str(tmp_path / "runs"), "name": task}
     return fit(TrainConfig(task=task, **{**defaults, **kw}))
 
@@ -76,18 +78,57 @@ def test_optical_flow_synthetic_training_real_layout_eval(ray_session, tmp_path)
     result = run(tmp_path, "optical-flow", synthetic_pairs=8, eval_data=(str(pairs),), flow_output_points=64,
                  model_config={"train_size": [24, 32]})
     row = check(result, 3, ["epe", "zero_flow_epe", "epe_chairs", "zero_flow_epe_chairs"])
-    assert float(row["zero_flow_epe"]) > 0
+    # The zero-flow baseline, from the .flo files directly: mean GT length over the valid pixels of both pairs.
+    lengths = []
+    for path in sorted(pairs.glob("*.flo")):
+        data = np.fromfile(path, np.uint8)
+        w, h = np.frombuffer(data[4:12].tobytes(), "<i4")
+        gt = np.frombuffer(data[12:].tobytes(), "<f4").reshape(h, w, 2).astype(np.float64)
+        lengths.append(np.linalg.norm(gt, axis=-1)[np.abs(gt).max(-1) < 1e9])  # 1.7e9: unknown
+    expected = np.concatenate(lengths).mean()
+    assert float(row["zero_flow_epe"]) == pytest.approx(expected, rel=2e-5)
+    assert float(row["zero_flow_epe_chairs"]) == pytest.approx(expected, rel=2e-5)
 
 
 def test_multimodal_autoencoding(ray_session, tmp_path):
     clip = str(DATA / "videos" / "torchcodec__h265_video.mp4")
     result = run(tmp_path, "multimodal-autoencoding", data=(clip,), eval_data=(clip,), max_clips_per_video=2,
                  output_points=32, model_config={"num_frames": 4, "image_size": 16, "audio_samples_per_frame": 16})
-    check(result, 3, ["psnr", "clip_mean_psnr", "audio_psnr"])
+    row = check(result, 3, ["psnr", "clip_mean_psnr", "audio_psnr"])
     assert load_pretrained(result.final_dir).config.output_shape == (1, 4, 16, 16)
+    # The clip-mean baseline of the two eval clips (frames 0-3 and 4-7 on the 25 fps grid), decoded with PyAV.
+    frames = _pyav_clip_frames(clip, 8, 16)
+    assert float(row["clip_mean_psnr"]) == pytest.approx(np.mean([_mean_colour_psnr(frames[:4]),
+                                                                 _mean_colour_psnr(frames[4:])]), rel=2e-5)
     # evaluate-only (--max-steps 0) on the time hold-out of the same video
     evaluation = run(tmp_path, "multimodal-autoencoding", data=(clip,), holdout_fraction=0.3, clip_stride=2,
                      init_from=str(result.final_dir), max_steps=0, name="eval-only")
     rows = read_metrics_csv(Path(evaluation.run_dir) / "metrics.csv")
-    assert [r["split"] for r in rows] == ["eval"] and float(rows[0]["clip_mean_psnr"]) > 0
+    assert [r["split"] for r in rows] == ["eval"]
+    # 11 clips at stride 2 span 24 grid frames; the hold-out starts at int(0.7 * 24) = 16: clips at 16 and 20.
+    frames = _pyav_clip_frames(clip, 24, 16)
+    assert float(rows[0]["clip_mean_psnr"]) == pytest.approx(np.mean([_mean_colour_psnr(frames[16:20]),
+                                                                     _mean_colour_psnr(frames[20:24])]), rel=2e-5)
     assert evaluation.metrics["eval_psnr"] == pytest.approx(float(rows[0]["psnr"]), rel=1e-4)
+
+
+def _pyav_clip_frames(path: str, n: int, side: int) -> np.ndarray:
+    """(n, side, side, 3) float in [0, 1]: the video on a 25 fps grid from its first frame (sample-and-hold),
+    shorter side scaled to ``side`` (swscale bilinear), centre crop; decoded here with PyAV."""
+    import av
+
+    with av.open(path) as container:
+        decoded = [(float(f.pts * f.time_base), f) for f in container.decode(video=0)]
+    out = []
+    for i in range(n):
+        held = [f for t, f in decoded if t <= decoded[0][0] + i / 25 + 1e-6][-1]
+        scale = side / min(held.height, held.width)
+        h, w = max(side, round(held.height * scale)), max(side, round(held.width * scale))
+        rgb = held.reformat(width=w, height=h, interpolation="BILINEAR").to_ndarray(format="rgb24")
+        out.append(rgb[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side])
+    return np.stack(out) / 255.0
+
+
+def _mean_colour_psnr(clip: np.ndarray) -> float:
+    """PSNR (peak 1) of predicting every pixel of a clip by the clip's mean colour."""
+    return float(10 * np.log10(1 / ((clip - clip.mean(axis=(0, 1, 2))) ** 2).mean()))

@@ -5,10 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 
+import jobs
 from perceiver_core import PerceiverForMultimodalAutoencoding, load_pretrained
 
-MODEL = Path(__file__).resolve().parents[2] / "jobs" / "models" / "multimodal-tiny"
-K400 = Path(__file__).resolve().parents[2] / "jobs" / "models" / "label_map_k400.txt"
+# The installed package's copy (CI runs the tests against the wheel, away from the source tree).
+MODELS = Path(jobs.__file__).resolve().parent / "models"
+MODEL = MODELS / "multimodal-tiny"
+K400 = MODELS / "label_map_k400.txt"
 
 
 def test_shipped_model_is_small_and_has_kinetics_names():

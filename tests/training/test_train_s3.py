@@ -261,7 +261,8 @@ def test_image_classification_reads_its_images_from_s3(store, tmp_path):
     assert prepared.model_config.id2label == {0: "cat", 1: "cup", 2: "person"}
     rows = prepared.datasets["train"].take_all()
     got = {int(r["label"]): np.asarray(r["image"]) for r in rows}
-    local = load_images_batch({"path": np.array([str(src / n) for n in names]), "label": np.array(list(names.values()))},
+    paths = np.array([str(src / n) for n in names])
+    local = load_images_batch({"path": paths, "label": np.array(list(names.values()))},
                               size=round(32 * RESIZE_RATIO), label2id={"cat": 0, "cup": 1, "person": 2})
     assert sorted(got) == [0, 1, 2]
     for image, label in zip(local["image"], local["label"]):  # the same pixels as decoding the local files

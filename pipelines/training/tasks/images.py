@@ -63,7 +63,7 @@ class ImageClassification(Task):
         rows = data.image_label_rows(config.data, config.label_column)
         names = data.read_label_names(config.label_names)
         vocab = data.label_vocabulary([r["label"] for r in rows], names)  # (checks the labels against names)
-        id2label = {i: n for i, n in enumerate(names)} if names else {i: v for v, i in vocab.items()}
+        id2label = dict(enumerate(names)) if names else {i: v for v, i in vocab.items()}
         return model_config.replace(id2label=id2label, problem_type="single_label_classification")
 
     def build_datasets(self, config, model_config):

@@ -107,7 +107,7 @@ class MultimodalAutoencoding(Task):
         names = data.read_label_names(config.label_names)
         changes = {}
         if names is not None:
-            changes["id2label"] = {i: n for i, n in enumerate(names)}
+            changes["id2label"] = dict(enumerate(names))
         if "output_shape" not in config.model_config:  # follow num_frames / image_size overrides
             changes["output_shape"] = (1, model_config.num_frames, model_config.image_size, model_config.image_size)
         return model_config.replace(**changes) if changes else model_config
@@ -208,7 +208,8 @@ class MultimodalAutoencoding(Task):
         g = torch.Generator().manual_seed(0)
         t, s = model_config.num_frames, model_config.image_size
         n_audio = t * model_config.audio_samples_per_frame
-        inputs = {"image": torch.rand(1, t, 3, s, s, generator=g), "audio": torch.rand(1, n_audio, 1, generator=g) * 2 - 1,
+        inputs = {"image": torch.rand(1, t, 3, s, s, generator=g),
+                  "audio": torch.rand(1, n_audio, 1, generator=g) * 2 - 1,
                   "label": torch.zeros(1, model_config.num_labels)}
         inputs = {k: v.to(model_device(model)) for k, v in inputs.items()}
         points = {"image": torch.arange(0, t * s * s, 97, device=model_device(model)),
