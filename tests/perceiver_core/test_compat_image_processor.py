@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _compat_helpers import outcome
 from PIL import Image
 from torchvision.transforms.v2 import InterpolationMode
 
@@ -30,13 +31,6 @@ ATTRIBUTES = ("size", "crop_size", "resample", "do_resize", "do_center_crop", "d
 @pytest.fixture(scope="module", autouse=True)
 def quiet():
     transformers.logging.set_verbosity_error()
-
-
-def outcome(fn):
-    try:
-        return "ok", fn()
-    except Exception as err:  # noqa: BLE001 - the kind of error is what we compare
-        return "error", type(err)
 
 
 def assert_same_pixels(got, want):

@@ -10,6 +10,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from _compat_helpers import outcome
 
 from perceiver_core import PerceiverTokenizer
 from perceiver_core.batch_encoding import BatchEncoding, UnsupportedOptionError
@@ -30,14 +31,6 @@ def quiet():
 @pytest.fixture(scope="module")
 def pair():
     return PerceiverTokenizer(), HF()
-
-
-def outcome(fn):
-    """(kind, value) of a call: the returned value, or the exception class."""
-    try:
-        return "ok", fn()
-    except Exception as err:  # noqa: BLE001 - the kind of error is what we compare
-        return "error", type(err)
 
 
 def assert_same(got, want):
