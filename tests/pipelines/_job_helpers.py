@@ -8,22 +8,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TINY = ["--random-init", "--tiny", "--no-progress", "--num-workers", "2"]
-
-
-def ray_for_module():
-    """Module fixture body: one local Ray (2 CPUs) shared by a test module; reused if already running."""
-    ray = pytest.importorskip("ray")
-    started = False
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False)
-        started = True
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 def run_cli(*args: str) -> int:

@@ -1,25 +1,8 @@
-"""Fixtures of the reliability tests: one local Ray for the tests that run the CLI in this process."""
+"""Fixtures of the reliability tests (``ray_local`` comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    """A local Ray (2 CPUs) shared by the in-process CLI runs of a module; reused if already running, and shut
-    down after the module when it started it (later folders want Rays of other sizes).
-
-    In-process runs attach to it (``ray_runtime.connect`` reuses an initialised Ray), which saves a Ray start
-    per run; the tests that kill or signal a job run the CLI as a subprocess with its own Ray."""
-    ray = pytest.importorskip("ray")
-    started = False
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False)
-        started = True
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture
