@@ -12,9 +12,11 @@ object array of arrays that no model accepts), the same as it does for ``"pt"``.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import UserDict
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,18 @@ TENSOR_TYPES = ("pt", "np")
 
 class UnsupportedOptionError(NotImplementedError):
     """A transformers keyword that only has a meaning inside transformers' own machinery."""
+
+
+def save_folder(save_directory: str | os.PathLike, push_to_hub: bool = False) -> Path:
+    """The folder a tokenizer's or image processor's ``save_pretrained`` writes to, created; transformers'
+    refusals (a file in the way) and ours (no hub upload) first."""
+    if push_to_hub:
+        raise UnsupportedOptionError("save_pretrained(push_to_hub=True): upload with huggingface_hub instead")
+    directory = Path(save_directory)
+    if directory.is_file():
+        raise ValueError(f"Provided path ({directory}) should be a directory, not a file")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 def reject_unexpected(where: str, kwargs: Mapping[str, Any]) -> None:

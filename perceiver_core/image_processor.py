@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .batch_encoding import BatchFeature, UnsupportedOptionError, reject_unexpected, tensor_type
+from .batch_encoding import BatchFeature, UnsupportedOptionError, reject_unexpected, save_folder, tensor_type
 from .image_kernels import (
     FIRST,
     IMAGENET_MEAN,
@@ -273,12 +273,7 @@ class PerceiverImageProcessor:
                         ) -> list[str]:
         """Write ``preprocessor_config.json``; returns ``[its path]`` like transformers."""
         reject_unexpected("PerceiverImageProcessor.save_pretrained()", kwargs)
-        if push_to_hub:
-            raise UnsupportedOptionError("save_pretrained(push_to_hub=True): upload with huggingface_hub instead")
-        directory = Path(save_directory)
-        if directory.is_file():
-            raise ValueError(f"Provided path ({directory}) should be a directory, not a file")
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = save_folder(save_directory, push_to_hub)
         path = directory / PREPROCESSOR_CONFIG_NAME
         self.to_json_file(path)
         return [str(path)]

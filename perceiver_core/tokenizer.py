@@ -26,13 +26,19 @@ import os
 import re
 from collections.abc import Mapping, Sized
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import tokenizer_files as files
-from .batch_encoding import BatchEncoding, UnsupportedOptionError, reject_unexpected, tensor_type, to_python
+from .batch_encoding import (
+    BatchEncoding,
+    UnsupportedOptionError,
+    reject_unexpected,
+    save_folder,
+    tensor_type,
+    to_python,
+)
 from .tokenizer_rules import (
     TEXT_TYPES,
     VERY_LARGE_INTEGER,
@@ -410,12 +416,7 @@ class PerceiverTokenizer(ByteVocabulary):
         """Write ``tokenizer_config.json`` (transformers 5 layout) and ``special_tokens_map.json`` (read by
         older transformers); returns the paths written."""
         reject_unexpected("PerceiverTokenizer.save_pretrained()", kwargs)
-        if push_to_hub:
-            raise UnsupportedOptionError("save_pretrained(push_to_hub=True): upload with huggingface_hub instead")
-        directory = Path(save_directory)
-        if directory.is_file():
-            raise ValueError(f"Provided path ({directory}) should be a directory, not a file")
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = save_folder(save_directory, push_to_hub)
         prefix = f"{filename_prefix}-" if filename_prefix else ""
         settings = {"model_max_length": self.model_max_length, "padding_side": self.padding_side,
                     "truncation_side": self.truncation_side}
