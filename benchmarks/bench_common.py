@@ -75,17 +75,22 @@ class Device:
             best = min(best, time.perf_counter() - start)
         return 2 * n ** 3 / best / 1e9
 
-    def measure_peak(self) -> dict[str, float]:
-        """Best n^3 matmul rate (GFLOP/s) now, per kind; keeps the best seen over the run in ``self.peaks``."""
+    def measure_peak(self, dtypes: tuple[str, ...] | list[str] = ("fp32", "bf16", "fp16")) -> dict[str, float]:
+        """Best n^3 matmul rate (GFLOP/s) now, per kind; keeps the best seen over the run in ``self.peaks``.
+        ``dtypes``: the compute dtypes to measure (a CPU without native bf16 takes minutes for the bf16 one)."""
         n = self.size
         a = torch.randn(n, n, device=self.name)
         b = torch.randn(n, n, device=self.name)
-        ab, bb = a.bfloat16(), b.bfloat16()
-        now = {"fp32 matmul": self._rate(lambda: a @ b, n), "bf16 matmul": self._rate(lambda: ab @ bb, n)}
-        if self.type == "cuda":
+        now = {}
+        if "fp32" in dtypes:
+            now["fp32 matmul"] = self._rate(lambda: a @ b, n)
+        if "bf16" in dtypes:
+            ab, bb = a.bfloat16(), b.bfloat16()
+            now["bf16 matmul"] = self._rate(lambda: ab @ bb, n)
+        if self.type == "cuda" and "fp16" in dtypes:
             ah, bh = a.half(), b.half()
             now["fp16 matmul"] = self._rate(lambda: ah @ bh, n)
-        elif hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        elif self.type == "cpu" and "fp32" in dtypes and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
             now["fp32 oneDNN"] = self._rate(lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""), n)
         for key, value in now.items():
             self.peaks[key] = max(self.peaks[key], value)
@@ -446,3 +451,11 @@ def logger(start: float) -> Callable[[str], None]:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - start:6.0f}s] {msg}", file=sys.stderr, flush=True)
     return log
+
+
+def publish(text: str, markdown: Path | None) -> int:
+    """Print a benchmark's report (and write it to ``--markdown`` when given); the exit status of ``main``."""
+    print(text)
+    if markdown:
+        markdown.write_text(text + "\n")
+    return 0

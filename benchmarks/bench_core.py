@@ -20,7 +20,7 @@ with ``--clip-all-chunks``).
 
 Measurement notes. Time: median of the timed runs after one warm-up. FLOPs: the dispatch-mode counter of
 ``bench_common.counted_flops`` on one call (matmul, conv and attention kernels), each implementation its own
-(ours does fewer because of the projection re-association in ``fused_attention``). Memory: on CPU the peak
+(ours does fewer because of the projection re-association in ``kernels.reassociation``). Memory: on CPU the peak
 resident-set growth during one call in a fresh process (``--memory subprocess``, the default of full runs);
 on CUDA ``max_memory_allocated`` above the allocated memory before the call. Caches: see ``--cache``.
 """
@@ -44,6 +44,7 @@ import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -52,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
 from bench_common import Device  # noqa: E402,F401  (profile_core.py uses bench_core.Device)
 
-from perceiver_core import fused_attention  # noqa: E402
+from perceiver_core.kernels import attention as attention_kernels  # noqa: E402
 
 HEADS = ["language", "vision-learned", "vision-fourier", "vision-conv", "optical-flow", "multimodal-chunk",
          "multimodal-clip"]
@@ -96,12 +97,12 @@ class Case:
     note: str = ""
 
 
-def make_case(head: str, dev: Device, args) -> Case:
-    device, tiny = dev.name, args.tiny
+def head_inputs(head: str, device: str, tiny: bool, args) -> SimpleNamespace:
+    """The pair of models of one head and its seeded inputs: cfg, hf, ours, kw (the call's keywords), desc,
+    ours_extra (keywords only ours takes) and, for the multimodal heads, the chunking of the output points."""
+    ours_extra: dict = {}
+    inputs = chunks = img_chunk = aud_chunk = chunk_points = None
     g = torch.Generator().manual_seed(1)
-    heavy = max(1, min(args.repeats, args.heavy_repeats))
-    ours_extra = {}
-    policy = bc.CachePolicy(args.cache)
     if head == "language":
         cfg, hf, ours = bc.build_pair("language", device, tiny)
         length = cfg.max_position_embeddings
@@ -141,6 +142,16 @@ def make_case(head: str, dev: Device, args) -> Case:
         desc = f"video (1, {t}, 3, {s}, {s}) + audio (1, {n_audio}, 1)"
     else:
         raise KeyError(head)
+    return SimpleNamespace(cfg=cfg, hf=hf, ours=ours, kw=kw, desc=desc, ours_extra=ours_extra, inputs=inputs,
+                           chunks=chunks, img_chunk=img_chunk, aud_chunk=aud_chunk, chunk_points=chunk_points)
+
+
+def make_case(head: str, dev: Device, args) -> Case:
+    heavy = max(1, min(args.repeats, args.heavy_repeats))
+    policy = bc.CachePolicy(args.cache)
+    h = head_inputs(head, dev.name, args.tiny, args)
+    cfg, hf, ours, kw, desc, ours_extra = h.cfg, h.hf, h.ours, h.kw, h.desc, h.ours_extra
+    inputs, chunks, img_chunk, aud_chunk, chunk_points = h.inputs, h.chunks, h.img_chunk, h.aud_chunk, h.chunk_points
     policy.prepare_hf(hf)
     compiled = {d: bc.compiled_copy(ours) for d in COMPILE_CHOICES[args.compile]}
 
@@ -232,7 +243,7 @@ def run_case(case: Case, dev: Device, args, log) -> None:
     outs = {}
     for impl in case.impls:  # warm-up, then FLOPs and memory (a fresh process with --memory subprocess)
         recorded = impl.side == "ours" and not impl.compiled
-        record = fused_attention.record_attention_calls() if recorded else contextlib.nullcontext()
+        record = attention_kernels.record_attention_calls() if recorded else contextlib.nullcontext()
         with torch.inference_mode(), record as calls:
             outs[impl.label] = case.view(impl.label, impl.run())  # warm-up (compiles the compiled ones)
         if calls is not None:
@@ -466,11 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         for impl in case.impls:
             impl.run = None  # free the models
         bc.trim()
-    text = report(cases, dev, args, time.perf_counter() - start)
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text + "\n")
-    return 0
+    return bc.publish(report(cases, dev, args, time.perf_counter() - start), args.markdown)
 
 
 if __name__ == "__main__":

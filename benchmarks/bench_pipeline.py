@@ -52,7 +52,7 @@ def corpus_manifest(files: list[Path], repeats: int) -> pa.Table:
 
 
 def _decode_one(args):
-    from pipelines.video_decode import decode_clips
+    from pipelines.readers.video_decode import decode_clips
 
     path, spec = args
     return len(decode_clips(path, spec))
@@ -146,8 +146,8 @@ class TreeMemory:
 def bench_end_to_end(config, manifest: pa.Table) -> dict:
     from jobs.common import CommonConfig  # noqa: F401
     from jobs.video import build_job
-    from pipelines import ray_runtime
-    from pipelines.runner import RunOptions, run_job
+    from pipelines.batch import ray_runtime
+    from pipelines.batch.runner import RunOptions, run_job
 
     c = config.common
     job = build_job(config, items=lambda: iter(manifest.to_pylist()))
@@ -161,7 +161,7 @@ def bench_end_to_end(config, manifest: pa.Table) -> dict:
             "complete": summary.complete}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="multimodal")
     parser.add_argument("--full", action="store_true", help="the published configuration (default: tiny)")
@@ -179,13 +179,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=1, help="repeat every measurement, keep the best")
     parser.add_argument("--model-layouts", nargs="+", default=None, metavar="PxT",
                         help="model-only runs as P processes x T torch threads (default: 1x<cores> <cores>x1)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def report(results: dict[str, tuple[int, float]], runs: dict[int, dict], trials: int) -> None:
+    """Print the best figures of every stage and end-to-end run, and the efficiency against the ideal."""
+    runs_list = sorted(runs.items())
+    print("\nbest of", trials, "trial(s):")
+    for key in ("decode", "model"):
+        if key in results:
+            n, t = results[key]
+            print(f"{key:6} only : {n / t:.3g} clips/s")
+    for scale, r in runs_list:
+        print(f"end to end x{scale}: {r['clips']} clips, {r['clips'] / r['wall']:.3g} clips/s, "
+              f"peak PSS {r['peak_rss'] / 2**20:.0f} MiB")
+
+    if "decode" in results:
+        d = results["decode"][1] / results["decode"][0]
+        m = results["model"][1] / results["model"][0]
+        ideal = 1 / (d + m)
+        print(f"\nper clip: decode {d * 1e3:.1f} ms + model {m * 1e3:.1f} ms -> ideal {ideal:.3g} clips/s "
+              f"(CPU only: stages share the cores)")
+        for scale, r in runs_list:
+            e = r["clips"] / r["wall"]
+            print(f"efficiency x{scale}: {e:.3g} / {ideal:.3g} = {e / ideal:.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_arg_parser().parse_args(argv)
 
     import ray
 
     from jobs.cli import build_parser
     from jobs.video import config_from_args
-    from pipelines.ray_runtime import local_cpu_count
+    from pipelines.batch.ray_runtime import local_cpu_count
 
     files = [ROOT / "tests" / "data" / "videos" / name for name in args.files]
     cores = local_cpu_count()
@@ -250,25 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"clips/s; peak PSS of the Ray process tree {r['peak_rss'] / 2**20:.0f} MiB; {r['plan']}; "
                   f"complete={r['complete']}", flush=True)
     ray.shutdown()
-    runs_list = sorted(runs.items())
-    print("\nbest of", args.trials, "trial(s):")
-    for key in ("decode", "model"):
-        if key in results:
-            n, t = results[key]
-            print(f"{key:6} only : {n / t:.3g} clips/s")
-    for scale, r in runs_list:
-        print(f"end to end x{scale}: {r['clips']} clips, {r['clips'] / r['wall']:.3g} clips/s, "
-              f"peak PSS {r['peak_rss'] / 2**20:.0f} MiB")
-
-    if "decode" in results:
-        d = results["decode"][1] / results["decode"][0]
-        m = results["model"][1] / results["model"][0]
-        ideal = 1 / (d + m)
-        print(f"\nper clip: decode {d * 1e3:.1f} ms + model {m * 1e3:.1f} ms -> ideal {ideal:.3g} clips/s "
-              f"(CPU only: stages share the cores)")
-        for scale, r in runs_list:
-            e = r["clips"] / r["wall"]
-            print(f"efficiency x{scale}: {e:.3g} / {ideal:.3g} = {e / ideal:.2f}")
+    report(results, runs, args.trials)
     return 0
 
 

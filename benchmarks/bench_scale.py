@@ -67,7 +67,7 @@ def _video_job(inputs: str, output: str):
 
 
 def child_manifest(inputs: str, output: str) -> dict:
-    from pipelines.runner import prepare_run
+    from pipelines.batch.runner import prepare_run
 
     base = _peak_mib()
     start = time.perf_counter()
@@ -82,34 +82,35 @@ def finish_job(output: str) -> int:
     """Leave ``output`` as a finished job's workers would: a part per shard and the commit log."""
     import pyarrow as pa
 
-    from pipelines import commit, storage
-    from pipelines.accounting import ShardStats
-    from pipelines.runner import JOB_FILE
-    from pipelines.work_plan import PlanInfo
+    from pipelines import storage
+    from pipelines.batch import sink
+    from pipelines.batch.accounting import ShardStats
+    from pipelines.batch.runner import JOB_FILE
+    from pipelines.batch.work_plan import PlanInfo
 
     out = storage.resolve(output)
     plan = PlanInfo(**json.loads(out.join(JOB_FILE).read_bytes())["plan"])
-    log = commit.CommitLog(out, interval_s=1e9)
+    log = sink.CommitLog(out, interval_s=1e9)
     for shard in range(plan.num_shards):
         n = min(plan.shard_size, plan.num_items - shard * plan.shard_size)
         stats = ShardStats()
         stats.counts.update(inputs=n, inputs_ok=n, rows=4 * n, rows_ok=4 * n)
         stats.sums = {"psnr_video.sum": 20.0 * 4 * n, "psnr_video.n": 4.0 * n}
-        open(os.path.join(out.path, commit.part_name(shard)), "wb").close()
-        log.add(pa.table({"shard": [shard], "part": [commit.part_name(shard)], "stats": [stats.to_json()]}))
+        open(os.path.join(out.path, sink.part_name(shard)), "wb").close()
+        log.add(pa.table({"shard": [shard], "part": [sink.part_name(shard)], "stats": [stats.to_json()]}))
     log.flush()
     return plan.num_shards
 
 
 def child_resume(inputs: str, output: str) -> dict:
-    from pipelines import commit
-    from pipelines.runner import prepare_run
-    from pipelines.summary import summarize
+    from pipelines.batch import sink
+    from pipelines.batch.runner import prepare_run
+    from pipelines.batch.summary import summarize
 
     start = time.perf_counter()
     job = _video_job(inputs, output)
     prepared = prepare_run(job, output)
-    merged, footers = commit.merged_stats(prepared.out, prepared.done)
+    merged, footers = sink.merged_stats(prepared.out, prepared.done)
     summary = summarize("video", merged, plan=prepared.plan, committed_shards=len(prepared.done),
                         items_are_inputs=True, processed_shards=0, processed_inputs=0, wall_time_s=0.0,
                         footers_read=footers)
@@ -129,7 +130,7 @@ def make_text(path: Path, n: int) -> int:
 def child_text(inputs: str, output: str) -> dict:
     from jobs.cli import build_parser
     from jobs.text import build_job, config_from_args
-    from pipelines.runner import prepare_run
+    from pipelines.batch.runner import prepare_run
 
     start = time.perf_counter()
     args = build_parser().parse_args(["text", "--task", "fill-mask", "--input", inputs, "--output", output,
@@ -188,7 +189,7 @@ class PlainImageModel:
     def __init__(self, processor) -> None:
         import torch
 
-        from pipelines.model_workers import ModelSpec
+        from pipelines.batch.model_workers import ModelSpec
 
         torch.set_num_threads(1)
         self.model = ModelSpec("vision-learned", random_init=True, tiny=True).load()
@@ -199,7 +200,7 @@ class PlainImageModel:
         import torch
 
         from perceiver_core.image_processor import preprocess_batch
-        from pipelines.image_io import load_image
+        from pipelines.readers.image_io import load_image
 
         pixels = [preprocess_batch(torch.from_numpy(load_image(b)).permute(2, 0, 1)[None], self.processor)[0]
                   for b in batch["bytes"]]

@@ -12,6 +12,11 @@ gradients are still compared, through the same loss function applied to transfor
     python benchmarks/bench_train.py --quick              # 1 timed step, flow 184x248
     python benchmarks/bench_train.py --tiny               # tiny configs: a smoke test (< 60 s)
     python benchmarks/bench_train.py --device cuda        # + the device's loss against a CPU step
+    python benchmarks/bench_train.py --heads vision-learned --reference-route   # + ours on the reference route
+
+``--reference-route`` adds ours run inside ``kernel_options(reassociate=False, onednn_linear=False,
+onednn_attention=False)`` (the textbook order on F.linear and torch's kernels), interleaved with the rest on the
+same model and optimizer: the time the fast training routes save, measured in one process.
 
 Gradient agreement: before timing, a fresh pair with dropout 0 runs one fp32 forward + backward on the CPU
 (``--grad-check tiny``: on the tiny configuration);
@@ -44,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_common as bc  # noqa: E402
 
+from perceiver_core.kernels import kernel_options  # noqa: E402
 from perceiver_core.losses import autoencoding_loss, endpoint_error  # noqa: E402
 
 # head -> (preset, head class or None for the preset's); transformers cannot train the last two
@@ -52,6 +58,7 @@ HEADS = {"mlm": ("language", None), "text-classification": ("language", "Perceiv
          "vision-conv": ("vision-conv", None), "optical-flow": ("optical-flow", None),
          "multimodal": ("multimodal", None)}
 OURS_ONLY = {"optical-flow", "multimodal"}
+REFERENCE_ROUTE = {"reassociate": False, "onednn_linear": False, "onednn_attention": False}
 
 
 # ------------------------------------------------------------------------------------------------ batches
@@ -147,20 +154,23 @@ def loss_of(side: str, model, batch: Batch, dev: bc.Device, dtype: str) -> torch
 
 @dataclass
 class Impl:
-    label: str  # "hf", "hf_bf16", "ours", "ours_bf16", "ours_ckpt", "ours_bf16_ckpt"
+    label: str  # "hf", "hf_bf16", "ours", "ours_bf16", "ours_ckpt", "ours_bf16_ckpt", "ours_ref", ...
     side: str
     dtype: str
     checkpointing: bool
     step: Callable[[], float]  # one training step; returns the loss
+    reference: bool = False  # ours on the reference route (REFERENCE_ROUTE)
 
     @property
     def name(self) -> str:
-        return f"{self.side} {self.dtype}" + (" + activation checkpointing" if self.checkpointing else "")
+        return (f"{self.side} {self.dtype}" + (" + activation checkpointing" if self.checkpointing else "")
+                + (" (reference route)" if self.reference else ""))
 
 
-def impl_label(side: str, dtype: str, checkpointing: bool = False) -> str:
+def impl_label(side: str, dtype: str, checkpointing: bool = False, reference: bool = False) -> str:
     base = "hf" if side == "transformers" else "ours"
-    return (base if dtype == "fp32" else f"{base}_{dtype}") + ("_ckpt" if checkpointing else "")
+    return ((base if dtype == "fp32" else f"{base}_{dtype}") + ("_ckpt" if checkpointing else "")
+            + ("_ref" if reference else ""))
 
 
 def make_impls(head: str, dev: bc.Device, args) -> tuple[list[Impl], Batch, bool]:
@@ -171,14 +181,15 @@ def make_impls(head: str, dev: bc.Device, args) -> tuple[list[Impl], Batch, bool
     optimizers = {side: torch.optim.AdamW(m.parameters(), lr=1e-5) for side, m in models.items()}
     ckpt = bc.supports_checkpointing(ours)
 
-    def make_step(side: str, dtype: str, checkpointing: bool) -> Callable[[], float]:
+    def make_step(side: str, dtype: str, checkpointing: bool, reference: bool = False) -> Callable[[], float]:
         model, opt = models[side], optimizers[side]
 
         def step() -> float:
             if side == "ours":
                 bc.set_checkpointing(model, checkpointing)
-            loss = loss_of(side, model, batch, dev, dtype)
-            loss.backward()
+            with kernel_options(**(REFERENCE_ROUTE if reference else {})):
+                loss = loss_of(side, model, batch, dev, dtype)
+                loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             return loss.detach()
@@ -190,6 +201,9 @@ def make_impls(head: str, dev: bc.Device, args) -> tuple[list[Impl], Batch, bool
             impls.append(Impl(impl_label(side, dtype), side, dtype, False, make_step(side, dtype, False)))
         if ckpt and not args.no_checkpointing and (dtype == "fp32" or not args.tiny):
             impls.append(Impl(impl_label("ours", dtype, True), "ours", dtype, True, make_step("ours", dtype, True)))
+        if args.reference_route:
+            impls.append(Impl(impl_label("ours", dtype, reference=True), "ours", dtype, False,
+                              make_step("ours", dtype, False, reference=True), reference=True))
     return impls, batch, ckpt
 
 
@@ -261,7 +275,7 @@ def _probe_argv(head: str, label: str, args) -> list[str]:
     argv = ["--probe", f"{head}:{label}", "--device", args.device, "--batch-size", str(args.batch_size),
             "--flow-size", "x".join(map(str, args.flow_size)), "--output-points", str(args.output_points),
             "--threads", str(torch.get_num_threads()), "--dtypes", ",".join(args.dtype_list)]
-    return argv + (["--tiny"] if args.tiny else [])
+    return argv + (["--tiny"] if args.tiny else []) + (["--reference-route"] if args.reference_route else [])
 
 
 @dataclass
@@ -320,6 +334,9 @@ def summary_table(cases: list[Case], dtypes: list[str]) -> str:
         cols += [f"{d}: transformers s", f"{d}: ours s", f"{d}: speed-up"]
     cols += ["fp32 peak MiB transformers / ours / ours ckpt", "checkpointing vs not (fp32): time, memory",
              "grad max rel err fp32"]
+    with_reference = any("ours_ref" in c.results for c in cases)
+    if with_reference:
+        cols.append("fp32 fast routes: speed-up over ours on the reference route")
     rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for c in cases:
         cells = [c.head]
@@ -334,6 +351,8 @@ def summary_table(cases: list[Case], dtypes: list[str]) -> str:
         else:
             cells.append("n/a (not supported)" if not c.checkpointing else "n/a (not run)")
         cells.append(_fmt(c.grads.get("grad_rel_err", math.nan), ".1e"))
+        if with_reference:
+            cells.append(_fmt(_median(c, "ours_ref") / _median(c, "ours"), ".2f", "x"))
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -414,6 +433,8 @@ def parser_() -> argparse.ArgumentParser:
     parser.add_argument("--flow-size", default="368x496", help="optical-flow training tile HxW")
     parser.add_argument("--output-points", type=int, default=512, help="multimodal: sampled video points")
     parser.add_argument("--no-checkpointing", action="store_true", help="skip the activation-checkpointing rows")
+    parser.add_argument("--reference-route", action="store_true",
+                        help="also time ours on the reference route (kernel switches off), interleaved")
     parser.add_argument("--grad-check", choices=("same", "tiny", "off"), default="same",
                         help="gradient comparison on the timed configuration (same), on the tiny one, or none")
     parser.add_argument("--memory", choices=("subprocess", "inprocess"), default=None,
@@ -480,21 +501,18 @@ def main(argv: list[str] | None = None) -> int:
         return probe(args.probe, dev, args)
     start = time.perf_counter()
     log = bc.logger(start)
-    dev.measure_peak()
+    dev.measure_peak(args.dtype_list)
     cases = []
     for head in args.head_list:
         log(head)
         torch.manual_seed(0)
         case = run_case(head, dev, args, log)
-        case.impls = [Impl(i.label, i.side, i.dtype, i.checkpointing, lambda: 0.0) for i in case.impls]  # free
+        case.impls = [Impl(i.label, i.side, i.dtype, i.checkpointing, lambda: 0.0, i.reference)
+                      for i in case.impls]  # free the models
         cases.append(case)
         bc.trim()
-    dev.measure_peak()
-    text = report(cases, dev, args, time.perf_counter() - start)
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text + "\n")
-    return 0
+    dev.measure_peak(args.dtype_list)
+    return bc.publish(report(cases, dev, args, time.perf_counter() - start), args.markdown)
 
 
 if __name__ == "__main__":

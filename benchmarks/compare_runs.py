@@ -119,7 +119,7 @@ def compare_tables(a: pa.Table, b: pa.Table, rtol: float, atol: float, folder_a:
 
 def compare_flo(ids, paths_a, paths_b, folder_a: Path, folder_b: Path, rtol: float, atol: float) -> ColumnResult:
     """The flow fields themselves (sidecar .flo files, relative to each output folder)."""
-    from pipelines.flow_data import read_flo
+    from pipelines.readers.flow_data import read_flo
 
     col = ColumnResult("flow field (.flo)", "flo")
     for row_id, pa_, pb_ in zip(ids, paths_a, paths_b):

@@ -10,6 +10,9 @@ Each subcommand module has ``add_arguments(parser)`` and ``run(args, argv)``. Ex
 input is accounted for (error rows included), 2 for bad flags or inputs, 1 when the job fails, 130 after
 Ctrl-C (SIGINT) and 143 after SIGTERM (``ray job stop``, Kubernetes, ``kill``).
 
+Help: every subcommand's ``--help`` lists its flags with their defaults, as plain text; a mistyped flag gets
+that subcommand's usage and a suggestion (exit status 2).
+
 Interrupted jobs: a signal stops the job the way Ctrl-C does. The shards committed so far stay (each part
 file is whole or absent), the driver shuts down the Ray it started, and one line says how far it got; the
 same command resumes.
@@ -19,13 +22,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import importlib
 import json
 import logging
+import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 SUBCOMMANDS = {
     "video": ("jobs.video", "autoencode and/or classify video clips (multimodal Perceiver)"),
@@ -36,11 +41,85 @@ SUBCOMMANDS = {
 }
 
 
+_MARKUP = [
+    (re.compile(r":[a-z]+(?::[a-z]+)?:`([^`]*)`"), r"\1"),  # rst roles: :class:`x`, :py:func:`x`
+    (re.compile(r"``([^`]*)``"), r"\1"),  # rst literals
+    (re.compile(r"`([^`]*)`"), r"\1"),  # markdown code, rst default role
+    (re.compile(r"\*\*([^*]+)\*\*"), r"\1"),  # bold
+    (re.compile(r"::$", re.MULTILINE), ":"),  # rst literal block marker
+]
+
+
+def plain(text: str | None) -> str:
+    """``text`` without docstring markup (rst roles and literals, backticks, bold), for the terminal."""
+    text = text or ""
+    for pattern, replacement in _MARKUP:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions keep their lines (the examples), markup is stripped, and every flag with a value shows its
+    default. Flags off by default (store_true) and without a default (None) show none."""
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(plain(text))
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = plain(action.help)
+        default = action.default
+        if ("%(default)" in text or "(default" in text or not action.option_strings or default is None
+                or default is False or default is argparse.SUPPRESS or default == []):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
+class SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: an unknown flag is reported here, with this subcommand's usage and the nearest
+    known flags, instead of by the top-level parser with its usage (argparse's default for subparsers)."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace=None):
+        unknown = self._first_unknown_flag(list(sys.argv[1:] if args is None else args))
+        if unknown is not None:
+            known = [o for o in self._option_string_actions if o.startswith("--")]
+            close = difflib.get_close_matches(unknown, known, n=3, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            self.error(f"unrecognized argument: {unknown}{hint}; see {self.prog} --help")
+        return super().parse_known_args(args, namespace)
+
+    def _first_unknown_flag(self, args: list[str]) -> str | None:
+        for arg in args:
+            if arg == "--":
+                return None
+            if not arg.startswith("-") or arg == "-" or _NUMBER.match(arg):
+                continue
+            name = arg.split("=", 1)[0]
+            if name in self._option_string_actions:
+                continue
+            if name.startswith("--") and self.allow_abbrev and \
+                    any(o.startswith(name) for o in self._option_string_actions):
+                continue  # an abbreviation (argparse reports an ambiguous one itself)
+            return name
+        return None
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Flags declared without help text still show their default in --help."""
+    for action in parser._actions:
+        if action.help is None and action.option_strings:
+            action.help = ""
+            if not (action.default is None or action.default is False or action.default == []):
+                action.help = "default: %(default)s"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="perceiver-jobs", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="perceiver-jobs", description=plain(__doc__.split("\n\n")[0]),
+                                     formatter_class=HelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=SubcommandParser)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         try:
             module = importlib.import_module(module_name)
@@ -48,9 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
             if e.name != module_name:  # the module exists but one of its imports is missing: a real error
                 raise
             continue  # not installed (e.g. jobs.train before the training issue lands)
-        subparser = sub.add_parser(name, help=help_text, description=module.__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+        subparser = sub.add_parser(name, help=help_text, description=module.__doc__, formatter_class=HelpFormatter)
         module.add_arguments(subparser)
+        _show_defaults(subparser)
         subparser.set_defaults(_module=module)
     return parser
 
@@ -109,7 +188,8 @@ def _progress(output: str | None) -> str:
 
 def _committed(output: str) -> str:
     try:
-        from pipelines import commit, runner, storage, work_plan
+        from pipelines import storage
+        from pipelines.batch import runner, sink, work_plan
 
         out = storage.resolve(output)
         try:
@@ -117,7 +197,7 @@ def _committed(output: str) -> str:
         except FileNotFoundError:
             return "0 shards committed (interrupted while listing the inputs)"
         total = work_plan.PlanInfo(**recorded["plan"]).num_shards
-        done = sum(1 for k in commit.committed_shards(out) if k < total)
+        done = sum(1 for k in sink.committed_shards(out) if k < total)
         return f"{done} of {total} shards committed"
     except Exception as e:  # noqa: BLE001 - the message must still be printed
         return f"progress unknown ({type(e).__name__}: {e})"
@@ -125,10 +205,10 @@ def _committed(output: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from jobs.common import UsageError
-    from pipelines.labels import LabelsFileError
-    from pipelines.model_workers import ModelLoadError
-    from pipelines.ray_runtime import ResourceError
-    from pipelines.runner import OutputError
+    from pipelines.batch.model_workers import ModelLoadError
+    from pipelines.batch.ray_runtime import ResourceError
+    from pipelines.batch.runner import OutputError
+    from pipelines.readers.labels import LabelsFileError
     from pipelines.storage import OutputWriteError, StorageError
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -12,12 +12,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-
-from pipelines import ray_runtime, storage
-from pipelines.model_workers import ModelSpec
-from pipelines.runner import Job, RunOptions, prepare_run, run_job
-from pipelines.summary import Summary
+from pipelines import storage
+from pipelines.batch import ray_runtime
+from pipelines.batch.model_workers import ModelSpec
+from pipelines.batch.runner import Job, RunOptions, prepare_run, run_job
+from pipelines.batch.summary import Summary
 
 logger = logging.getLogger("perceiver_jobs")
 
@@ -43,6 +42,7 @@ class CommonConfig:
     commit_interval_s: float
     actor_start_timeout_s: float
     progress: bool
+    progress_interval_s: float = 30.0
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, default_model: str | None,
@@ -54,8 +54,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_model: str | N
                    help="output folder or URI (s3://bucket/prefix, gs://...): Parquet parts + summary")
     g.add_argument("--model", default=default_model,
                    help="transformers-format checkpoint directory or URI, a Hugging Face hub id "
-                        "(e.g. deepmind/vision-perceiver-conv), or a preset name with --random-init"
-                        + (f" (default: {default_model})" if default_model else ""))
+                        "(e.g. deepmind/vision-perceiver-conv), or a preset name with --random-init")
     g.add_argument("--random-init", action="store_true", help="build --model (a preset) with random weights")
     g.add_argument("--tiny", action="store_true", help="with --random-init: the preset's tiny variant")
     g.add_argument("--bf16", action="store_true", help="run the model under bfloat16 autocast")
@@ -78,7 +77,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_model: str | N
                         "committed by the workers as each shard finishes)")
     g.add_argument("--actor-start-timeout", type=float, default=600.0, metavar="SECONDS",
                    help="fail when model actors cannot start within this time")
-    g.add_argument("--no-progress", action="store_true", help="hide Ray Data's progress bars")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    g.add_argument("--progress-interval", type=float, default=30.0, metavar="SECONDS",
+                   help="without a terminal (logs, CI): seconds between plain progress lines; on a terminal a "
+                        "progress bar shows inputs done, rate and ETA")
 
 
 def common_config(args: argparse.Namespace) -> CommonConfig:
@@ -90,6 +92,8 @@ def common_config(args: argparse.Namespace) -> CommonConfig:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    if not args.progress_interval > 0:
+        raise UsageError(f"--progress-interval must be > 0, got {args.progress_interval}")
     if args.s3_endpoint:
         os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint  # read by pipelines.storage, passed to the workers
     model = args.model
@@ -109,7 +113,7 @@ def common_config(args: argparse.Namespace) -> CommonConfig:
         num_workers=args.num_workers, num_gpus=args.num_gpus, address=args.address, limit=args.limit,
         cpus_per_worker=args.cpus_per_worker, read_cpus=args.read_cpus,
         commit_interval_s=args.commit_interval, actor_start_timeout_s=args.actor_start_timeout,
-        progress=not args.no_progress)
+        progress=not args.no_progress, progress_interval_s=args.progress_interval)
 
 
 def check_output(output: str) -> None:
@@ -130,10 +134,6 @@ def check_output(output: str) -> None:
         raise UsageError(f"output folder {path} is not writable ({reason} on {probe_parent})")
 
 
-def apply_limit(manifest: pa.Table, limit: int | None) -> pa.Table:
-    return manifest if limit is None else manifest.slice(0, limit)
-
-
 def execute(job: Job, config: CommonConfig, command: list[str] | None) -> Summary:
     """Plan (list inputs, write the manifest), start or attach to Ray only when shards are pending, run,
     report."""
@@ -147,9 +147,12 @@ def execute(job: Job, config: CommonConfig, command: list[str] | None) -> Summar
             if config.address is None and not ray.is_initialized():
                 ray_runtime.check_local_gpus(config.num_gpus)  # before paying for a Ray start
             started = ray_runtime.connect(config.address, env=storage.worker_env())
-            ray_runtime.configure_data_context(config.actor_start_timeout_s, progress_bars=config.progress)
+            ray_runtime.configure_data_context(config.actor_start_timeout_s)  # Ray Data's own bars off: ours
+            if config.address is None:  # a local Ray only: no autoscaler sees the placeholder's demand
+                ray_runtime.silence_actor_restart_warning()
             plan = ray_runtime.plan_compute(config.num_gpus, config.num_workers, config.cpus_per_worker)
-        run = RunOptions(output=config.output, plan=plan, commit_interval_s=config.commit_interval_s)
+        run = RunOptions(output=config.output, plan=plan, commit_interval_s=config.commit_interval_s,
+                         progress_interval_s=config.progress_interval_s if config.progress else None)
         summary = run_job(job, run, command=command, prepared=prepared)
     finally:
         if started:

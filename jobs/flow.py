@@ -9,7 +9,7 @@ Folders are searched for frame pairs in the Sintel, KITTI, Middlebury and Flying
 folder of images gives consecutive pairs), with ground truth when present (``.flo``, KITTI 16-bit PNG with
 its validity channel; Middlebury's unknown-flow marker is masked). Video files (and globs of them) give pairs
 of consecutive frames. Inputs and output may be local or URIs. Frames of any size work: the model runs on
-overlapping tiles of its training size, blended. Output: one row per pair (``pipelines.schemas.FLOW``); the
+overlapping tiles of its training size, blended. Output: one row per pair (``pipelines.batch.schemas.FLOW``); the
 flow itself is a sidecar ``.flo`` file under ``<output>/_flow/`` (Middlebury format: float32 (u, v) in
 pixels), named in ``flow_path``.
 """
@@ -87,7 +87,7 @@ def classify_inputs(inputs: list[str]) -> list[_Input]:
     import glob
 
     from pipelines import storage
-    from pipelines.manifest import VIDEO_EXTENSIONS
+    from pipelines.readers.listing import VIDEO_EXTENSIONS
 
     out: list[_Input] = []
     folders: list[storage.Location] = []
@@ -122,11 +122,11 @@ def flow_items(inputs: list[str], exclude: str | None = None) -> Iterator[dict]:
     """Manifest rows (``ITEM_SCHEMA``), streamed: one per frame pair found in a folder (kind "pair", one
     folder's pairs held at a time) or per video file (kind "video", listed like the video job's inputs).
 
-    Ids follow ``pipelines.listing``: sha1 of the path relative to its input root (the pair's frame 1
+    Ids follow ``pipelines.readers.listing``: sha1 of the path relative to its input root (the pair's frame 1
     without extension), with the input's position in the key when there are several inputs."""
-    from pipelines import listing
-    from pipelines.flow_data import iter_flow_pairs
-    from pipelines.manifest import VIDEO_EXTENSIONS
+    from pipelines.readers import listing
+    from pipelines.readers.flow_data import iter_flow_pairs
+    from pipelines.readers.listing import VIDEO_EXTENSIONS
 
     classified = classify_inputs(inputs)
     for index, item in enumerate(classified):
@@ -153,9 +153,9 @@ def build_job(config: FlowConfig, items=None):
     """Validate the inputs' kinds and the model (no Ray yet) and describe the job; the pairs are listed when
     the job runs. ``items`` overrides --input (benchmarks)."""
     from perceiver_core import PerceiverForOpticalFlow
-    from pipelines import schemas
-    from pipelines.model_workers import validate_model
-    from pipelines.runner import Job
+    from pipelines.batch import schemas
+    from pipelines.batch.model_workers import validate_model
+    from pipelines.batch.runner import Job
     from pipelines.stages.flow import FlowWorker, read_flow_inputs
 
     c = config.common

@@ -8,7 +8,7 @@
 Inputs (local or URIs): image files (folders, globs, files) or Parquet files with an image-bytes column
 (binary, or the Hugging Face ``struct<bytes, path>``), one item per Parquet row. The first input file found
 decides which; a mix is refused. Preprocessing is the checkpoint's ``preprocessor_config.json`` (else
-transformers' defaults at the model's input size). Output: one row per image (``pipelines.schemas.IMAGES``).
+transformers' defaults at the model's input size). Output: one row per image (``pipelines.batch.schemas.IMAGES``).
 """
 
 from __future__ import annotations
@@ -50,10 +50,11 @@ class ImagesConfig:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser, default_model=None, default_batch_size=16)
     g = parser.add_argument_group("images")
-    g.add_argument("--top-k", type=int, default=5)
-    g.add_argument("--labels-file", help="CSV of file,label index for top-1/top-5 accuracy (Parquet rows: "
-                                         "the file column may name row ids)")
-    g.add_argument("--label-column", help="the labels file's class index column")
+    g.add_argument("--top-k", type=int, default=5, help="predictions kept per image")
+    g.add_argument("--labels-file", help="CSV of file,label for top-1/top-5 accuracy; the label is a class index "
+                                         "or a class name of the model (Parquet rows: the file column may name "
+                                         "row ids)")
+    g.add_argument("--label-column", help="the labels file's class index or class name column")
     g.add_argument("--image-column", default="image", help="Parquet inputs: the image-bytes column")
     g.add_argument("--id-column", help="Parquet inputs: a column of unique ids (default: file + row number)")
     g.add_argument("--image-size", type=int, help="resize to this size instead of the checkpoint's")
@@ -116,12 +117,12 @@ def parquet_rows(found, image_column: str, id_column: str | None) -> Iterator[tu
 
 
 def image_items(inputs: list[str], *, image_column: str = "image", id_column: str | None = None,
-                labels_map: dict[str, int] | None = None, exclude: str | None = None) -> Iterator[dict]:
+                labels_map=None, exclude: str | None = None) -> Iterator[dict]:
     """Manifest rows (``ITEM_SCHEMA``) for the image files or Parquet rows under ``inputs``, streamed file by
     file. Ids: the listing's file ids, ``<file id>#<row>`` style for Parquet rows (``listing.file_id`` with
     the row index), or the --id-column's values (refused when null or repeated)."""
-    from pipelines import labels, listing
-    from pipelines.manifest import IMAGE_EXTENSIONS
+    from pipelines.readers import labels, listing
+    from pipelines.readers.listing import IMAGE_EXTENSIONS
 
     parquet_mode: bool | None = None
     seen: set[bytes] = set()  # --id-column: 8-byte digests of the ids so far, to refuse a repeated one
@@ -147,8 +148,7 @@ def image_items(inputs: list[str], *, image_column: str = "image", id_column: st
                     raise UsageError(f"{found.uri}: --id-column {id_column!r} repeats the id {given!r} "
                                      f"(row {row}); ids must be unique")
                 seen.add(digest)
-            label = labels_map.get(item_id) if labels_map and item_id in labels_map else \
-                labels.label_for(labels_map, found.relpath)
+            label = labels.label_for(labels_map, found.relpath, item_id)
             yield {"id": item_id, "path": path, "relpath": found.relpath, "size_bytes": found.entry.size,
                    "row_index": row, "label_index": label}
 
@@ -157,8 +157,8 @@ def check_first_input(config: ImagesConfig) -> None:
     """Fail before any work when the first input is a Parquet file whose columns do not fit the flags."""
     import pyarrow.parquet as pq
 
-    from pipelines import listing
-    from pipelines.manifest import IMAGE_EXTENSIONS
+    from pipelines.readers import listing
+    from pipelines.readers.listing import IMAGE_EXTENSIONS
 
     c = config.common
     first = next(iter(listing.iter_files(c.inputs, IMAGE_EXTENSIONS | {PARQUET}, exclude=c.output)))
@@ -177,21 +177,25 @@ def build_job(config: ImagesConfig, items=None):
         PerceiverForImageClassificationFourier,
         PerceiverForImageClassificationLearned,
     )
-    from pipelines import labels, schemas
-    from pipelines.model_workers import validate_model
-    from pipelines.runner import Job
+    from pipelines.batch import schemas
+    from pipelines.batch.model_workers import validate_model
+    from pipelines.batch.runner import Job
+    from pipelines.readers import labels
     from pipelines.stages.images import ImageWorker, processor_config_for, read_images
 
     c = config.common
     check_output(c.output)
+    mapper = None
     if items is None:
         check_first_input(config)
-        mapping = labels.read_labels(config.labels_file, config.label_column) if config.labels_file else None
-        items = functools.partial(image_items, c.inputs, image_column=config.image_column,
-                                  id_column=config.id_column, labels_map=mapping, exclude=c.output)
+        labels_file = labels.read_labels_file(config.labels_file, config.label_column) if config.labels_file else None
     model_config = validate_model(c.model, [PerceiverForImageClassificationLearned,
                                             PerceiverForImageClassificationFourier,
                                             PerceiverForImageClassificationConvProcessing])
+    if items is None:  # labels (indices or class names) are resolved against the model's classes
+        mapper = labels.LabelMapper.for_model(labels_file, model_config) if labels_file else None
+        items = functools.partial(image_items, c.inputs, image_column=config.image_column,
+                                  id_column=config.id_column, labels_map=mapper, exclude=c.output)
     processor = processor_config_for(None if c.model.random_init else c.model.source, model_config,
                                      config.image_size)
     options = {"inputs": c.inputs, "model": c.model.describe(), "top_k": config.top_k,
@@ -202,7 +206,7 @@ def build_job(config: ImagesConfig, items=None):
                read_fn=read_images, read_kwargs={"processor": processor, "column": config.image_column},
                worker_cls=ImageWorker, worker_kwargs={"k": config.top_k, "processor": processor}, model=c.model,
                batch_size=c.batch_size, max_shard_size=1024, min_shard_size=c.batch_size, limit=c.limit,
-               options=options)
+               options=options, label_report=mapper.report if mapper else None)
 
 
 def run(args: argparse.Namespace, argv: list[str] | None = None):

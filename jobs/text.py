@@ -13,7 +13,7 @@ window by window, so any length works. In fill-mask, every ``[MASK]`` in the tex
 write ``[MASK][MASK][MASK]`` for a three-byte gap.
 
 The corpus is never read on the driver: the manifest holds text items (byte ranges of large files,
-whole small files, Parquet row-group runs; ``pipelines.text_items``) and the workers find the documents in
+whole small files, Parquet row-group runs; ``pipelines.readers.text_items``) and the workers find the documents in
 them. Document ids are those of ``stable_id(relpath, line index)`` whatever the cutting. ``--limit N`` keeps
 the first N documents.
 """
@@ -31,7 +31,7 @@ from jobs.common import (
     common_config,
     execute,
 )
-from pipelines.text_items import ReadOptions
+from pipelines.readers.text_items import ReadOptions
 
 MAX_SHARD_ITEMS = 4  # items are up to RANGE_BYTES of text: a part holds at most ~4 x 64 MiB of documents
 
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--column", default="text", help="Parquet: the text column")
     g.add_argument("--labelled-lines", action="store_true",
                    help='.txt lines are "<label index> <text>" (SST/TREC style): top-1/top-5 accuracy')
-    g.add_argument("--top-k", type=int, default=5)
+    g.add_argument("--top-k", type=int, default=5, help="predictions kept per document (classify)")
     g.add_argument("--max-length", type=int, help="bytes per model call incl. [CLS]/[SEP] (default: the model's)")
     g.add_argument("--num-labels", type=int, help="--random-init classify: number of classes (default 2)")
     g.add_argument("--range-bytes", type=int, default=None, help=argparse.SUPPRESS)  # item size (tests, tuning)
@@ -84,7 +84,7 @@ def config_from_args(args: argparse.Namespace) -> TextConfig:
 
 def plan_text_items(config: TextConfig, range_bytes: int):
     """The manifest rows (``text_items.ITEM_SCHEMA``), streamed; planning problems become usage errors."""
-    from pipelines import text_items
+    from pipelines.readers import text_items
 
     c = config.common
     try:
@@ -97,9 +97,10 @@ def plan_text_items(config: TextConfig, range_bytes: int):
 def build_job(config: TextConfig):
     """Validate the model (no Ray yet) and describe the job; the inputs are planned when the job runs."""
     from perceiver_core import PerceiverForMaskedLM, PerceiverForSequenceClassification
-    from pipelines import schemas, text_items
-    from pipelines.model_workers import validate_model
-    from pipelines.runner import Job
+    from pipelines.batch import schemas
+    from pipelines.batch.model_workers import validate_model
+    from pipelines.batch.runner import Job
+    from pipelines.readers import text_items
     from pipelines.stages.text import FillMaskWorker, TextClassifyWorker, tokenize_items
 
     c = config.common

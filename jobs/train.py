@@ -19,7 +19,18 @@ import os
 import sys
 
 from pipelines.storage import OutputWriteError
-from pipelines.training.config import DEFAULT_PRESETS, FAIL_MODES, PACKINGS, PRECISIONS, TASKS, TrainConfig
+from pipelines.training.config import (
+    PACKINGS,
+    PRECISIONS,
+    TASK_PRESETS,
+    TASKS,
+    FlowOptions,
+    ImageOptions,
+    TextOptions,
+    TrainConfig,
+    VideoOptions,
+    field_default,
+)
 from pipelines.training.init_schemes import INIT_SCHEMES
 from pipelines.training.models import parse_overrides
 
@@ -29,11 +40,8 @@ def _loss_weights(items: list[str]) -> dict[str, float]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = TrainConfig.__dataclass_fields__
-
-    def default(name):
-        f = d[name]
-        return f.default_factory() if callable(f.default_factory) else f.default
+    def default(name, cls=TrainConfig):
+        return field_default(cls, name)
 
     g = parser.add_argument_group("task and data")
     g.add_argument("--task", required=True, choices=TASKS)
@@ -42,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(txt/jsonl/parquet text; image folders with labels.csv; video folders; flow pair folders or "
                         "'synthetic', the default for optical-flow)")
     g.add_argument("--eval-data", nargs="+", default=[], metavar="PATH", help="held-out split, same formats")
-    g.add_argument("--text-column", default=default("text_column"))
+    g.add_argument("--text-column", default=default("column", TextOptions))
     g.add_argument("--label-column", default=default("label_column"))
     g.add_argument("--label-names", metavar="FILE", help="class names, one per line in id order (sets id2label)")
     g.add_argument("--cache-data", action="store_true", help="materialize the preprocessed data once")
@@ -53,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="S3-compatible endpoint (MinIO, Ceph, R2); the same as setting AWS_ENDPOINT_URL")
 
     g = parser.add_argument_group("model")
-    g.add_argument("--preset", help=f"model preset (default per task: {DEFAULT_PRESETS})")
+    g.add_argument("--preset", help="model preset; the first is the task's default: " + "; ".join(
+        f"{task}: {', '.join(names)}" for task, names in TASK_PRESETS.items()))
     g.add_argument("--tiny", action="store_true", help="the preset's tiny variant")
     g.add_argument("--model-config", nargs="+", default=[], metavar="KEY=VALUE",
                    help="PerceiverConfig overrides, JSON values (e.g. d_latents=64 'train_size=[32,48]')")
@@ -76,27 +85,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     g = parser.add_argument_group("task options")
     g.add_argument("--seq-len", type=int, help="text: bytes per example (default max_position_embeddings)")
-    g.add_argument("--packing", choices=PACKINGS, default=default("packing"))
-    g.add_argument("--mask-prob", type=float, default=default("mask_prob"))
-    g.add_argument("--mean-span", type=float, default=default("mean_span"))
-    g.add_argument("--image-size", type=int)
+    g.add_argument("--packing", choices=PACKINGS, default=default("packing", TextOptions))
+    g.add_argument("--mask-prob", type=float, default=default("mask_prob", TextOptions))
+    g.add_argument("--mean-span", type=float, default=default("mean_span", TextOptions))
+    g.add_argument("--image-size", type=int, help="image-classification: model input side (saved in the model's "
+                                                    "preprocessor_config.json)")
     g.add_argument("--flow-size", type=int, nargs=2, metavar=("H", "W"), help="flow training crop size")
-    g.add_argument("--synthetic-pairs", type=int, default=default("synthetic_pairs"))
-    g.add_argument("--flow-max-motion", type=float, default=default("flow_max_motion"))
+    g.add_argument("--synthetic-pairs", type=int, default=default("synthetic_pairs", FlowOptions))
+    g.add_argument("--flow-max-motion", type=float, default=default("max_motion", FlowOptions))
     g.add_argument("--flow-output-points", type=int, help="flow: decode this many sampled pixels per pair")
-    g.add_argument("--flow-eval-scale", type=float, default=default("flow_eval_scale"),
+    g.add_argument("--flow-eval-scale", type=float, default=default("eval_scale", FlowOptions),
                    help="flow: downscale full-size eval pairs by this factor before tiling")
-    g.add_argument("--flow-input-gain", type=float, default=default("flow_input_gain"),
+    g.add_argument("--flow-input-gain", type=float, default=default("input_gain", FlowOptions),
                    help="flow, fresh models: multiply the patch projection's initial weights by this")
-    g.add_argument("--flow-difference-units", type=int, default=default("flow_difference_units"),
+    g.add_argument("--flow-difference-units", type=int, default=default("difference_units", FlowOptions),
                    help="flow, fresh models: start this many patch-projection units as frame2 - frame1 filters")
-    g.add_argument("--flow-difference-gain", type=float, default=default("flow_difference_gain"),
+    g.add_argument("--flow-difference-gain", type=float, default=default("difference_gain", FlowOptions),
                    help="flow, fresh models: extra initial gain of the frame-difference units")
     g.add_argument("--clip-stride", type=int, help="video: frames between training clip starts")
     g.add_argument("--max-clips-per-video", type=int)
-    g.add_argument("--holdout-fraction", type=float, default=default("holdout_fraction"),
+    g.add_argument("--holdout-fraction", type=float, default=default("holdout_fraction", VideoOptions),
                    help="video: hold out the last fraction (in time) of every --data video for evaluation")
-    g.add_argument("--output-points", type=int, default=default("output_points"),
+    g.add_argument("--output-points", type=int, default=default("output_points", VideoOptions),
                    help="video: sampled output pixels per clip per step")
     g.add_argument("--audio-output-points", type=int, help="video: sampled audio patches per clip (default all)")
     g.add_argument("--no-augment", dest="augment", action="store_false",
@@ -115,7 +125,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--output-dir", default=default("output_dir"),
                    help="runs are <output-dir>/<name> (a local folder or a URI, e.g. s3://bucket/runs)")
     g.add_argument("--name", help="run name (default <task>-<time>)")
-    g.add_argument("--resume", action="store_true", help="continue run --name from its latest checkpoint")
+    g.add_argument("--resume", action="store_true",
+                   help="continue run --name from its latest checkpoint, with the run's flags (only --max-steps "
+                        "may be raised, and the logging, checkpoint and cluster flags changed)")
     g.add_argument("--export-dir", help="copy the final model here")
     g.add_argument("--num-workers", type=int, default=default("num_workers"), help="DDP workers; 0 = in-process")
     g.add_argument("--use-gpu", action="store_true")
@@ -123,38 +135,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     g.add_argument("--max-failures", type=int, default=default("max_failures"),
                    help="worker-group restarts from the latest checkpoint")
-    g.add_argument("--fail-at-step", type=int, help=argparse.SUPPRESS)
-    g.add_argument("--fail-mode", choices=FAIL_MODES, default=default("fail_mode"), help=argparse.SUPPRESS)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    weights = dict(TrainConfig.__dataclass_fields__["loss_weights"].default_factory())
+    weights = field_default(VideoOptions, "loss_weights")
     weights.update(_loss_weights(args.loss_weights))
+    text = TextOptions(column=args.text_column, seq_len=args.seq_len, packing=args.packing, mask_prob=args.mask_prob,
+                       mean_span=args.mean_span)
+    flow = FlowOptions(size=tuple(args.flow_size) if args.flow_size else None, synthetic_pairs=args.synthetic_pairs,
+                       max_motion=args.flow_max_motion, output_points=args.flow_output_points,
+                       eval_scale=args.flow_eval_scale, input_gain=args.flow_input_gain,
+                       difference_units=args.flow_difference_units, difference_gain=args.flow_difference_gain)
+    video = VideoOptions(clip_stride=args.clip_stride, max_clips_per_video=args.max_clips_per_video,
+                         holdout_fraction=args.holdout_fraction, output_points=args.output_points,
+                         audio_output_points=args.audio_output_points, loss_weights=weights)
     return TrainConfig(
-        task=args.task, data=tuple(args.data), eval_data=tuple(args.eval_data), text_column=args.text_column,
-        label_column=args.label_column, label_names=args.label_names, cache_data=args.cache_data,
-        sample_rows=args.sample_rows,
+        task=args.task, data=tuple(args.data), eval_data=tuple(args.eval_data), label_column=args.label_column,
+        label_names=args.label_names, cache_data=args.cache_data, sample_rows=args.sample_rows, augment=args.augment,
         preset=args.preset, tiny=args.tiny, model_config=parse_overrides(args.model_config),
         init_from=args.init_from, gradient_checkpointing=args.gradient_checkpointing, init_scheme=args.init_scheme,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
-        min_lr_ratio=args.min_lr_ratio, grad_clip=args.grad_clip, precision=args.precision, seed=args.seed,
-        seq_len=args.seq_len, packing=args.packing, mask_prob=args.mask_prob, mean_span=args.mean_span,
-        image_size=args.image_size, flow_size=tuple(args.flow_size) if args.flow_size else None,
-        synthetic_pairs=args.synthetic_pairs, flow_max_motion=args.flow_max_motion,
-        flow_output_points=args.flow_output_points, flow_eval_scale=args.flow_eval_scale,
-        flow_input_gain=args.flow_input_gain, flow_difference_units=args.flow_difference_units,
-        flow_difference_gain=args.flow_difference_gain,
-        clip_stride=args.clip_stride, max_clips_per_video=args.max_clips_per_video,
-        holdout_fraction=args.holdout_fraction,
-        output_points=args.output_points, audio_output_points=args.audio_output_points, loss_weights=weights,
-        augment=args.augment,
+        max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio, grad_clip=args.grad_clip,
+        precision=args.precision, seed=args.seed,
         eval_every=args.eval_every, eval_batches=args.eval_batches, log_every=args.log_every,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
         output_dir=args.output_dir, name=args.name, resume=args.resume, export_dir=args.export_dir,
         num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
-        address=args.address, max_failures=args.max_failures, fail_at_step=args.fail_at_step,
-        fail_mode=args.fail_mode)
+        address=args.address, max_failures=args.max_failures,
+        text=text, image=ImageOptions(size=args.image_size), flow=flow, video=video)
 
 
 def run(args: argparse.Namespace) -> int:

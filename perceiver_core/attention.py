@@ -6,6 +6,10 @@ self-attention (keys and values then come from the normalised queries).
 Mask convention (used everywhere in perceiver_core): a boolean ``kv_mask`` of shape (B, M), True = attend,
 False = padding. It is turned into an additive mask holding the dtype's most negative value, exactly as
 transformers does, so a fully padded row gives a uniform softmax instead of NaNs.
+
+Kernel switches (``perceiver_core.kernels``): ``Attention.reassociate`` (single-head projection re-association)
+and ``Attention.onednn_attention`` (the CPU oneDNN attention path), defaulting to ``kernels.DEFAULT_OPTIONS``;
+its ``Linear`` layers carry ``onednn_linear``. ``kernels.kernel_options(...)`` overrides them in a block.
 """
 
 from __future__ import annotations
@@ -16,13 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused_attention import (
-    Linear,
-    attend_keys_are_inputs,
-    attend_queries_are_inputs,
-    projection_order,
-    scaled_dot_product_attention,
-)
+from .kernels.attention import scaled_dot_product_attention
+from .kernels.onednn_linear import Linear
+from .kernels.options import DEFAULT_OPTIONS
+from .kernels.reassociation import attend_keys_are_inputs, attend_queries_are_inputs, projection_order
 
 ACTIVATIONS = {
     "gelu": nn.GELU,  # exact erf GELU, as transformers' "gelu"
@@ -52,6 +53,7 @@ class Attention(nn.Module):
 
     ``qk_channels`` and ``v_channels`` are the total projection widths (split over ``num_heads``); scores are
     scaled by 1/sqrt(qk_channels / num_heads). The output projection maps ``v_channels -> out_channels``.
+    ``reassociate`` / ``onednn_attention``: this module's kernel switches (see the module docstring).
     """
 
     def __init__(self, *, q_channels: int, kv_channels: int | None, qk_channels: int, v_channels: int,
@@ -72,6 +74,8 @@ class Attention(nn.Module):
         self.to_k = Linear(kv_in, qk_channels)
         self.to_v = Linear(kv_in, v_channels)
         self.to_out = Linear(v_channels, out_channels)
+        self.reassociate: bool = bool(DEFAULT_OPTIONS.reassociate)
+        self.onednn_attention: bool = bool(DEFAULT_OPTIONS.onednn_attention)
 
     @property
     def is_cross_attention(self) -> bool:
@@ -88,14 +92,17 @@ class Attention(nn.Module):
         kv_in = self.kv_norm(kv) if self.kv_norm is not None else q_in
         dropout = self.dropout if self.training else 0.0
         scale = 1.0 / math.sqrt(self.qk_head_dim)
-        if self.kv_norm is not None and not need_weights and dropout == 0.0:
-            # one wide head: move a side's projections across the kernel when that is cheaper (exact maths)
+        if self.kv_norm is not None and not need_weights:
+            # one wide head: move a side's projections across the kernel when that is cheaper (exact maths,
+            # attention dropout included)
             order = projection_order(self.num_heads, x.shape[1], kv.shape[1], x.shape[2], kv.shape[2],
-                                     self.qk_head_dim, self.v_head_dim, self.to_out.out_features)
+                                     self.qk_head_dim, self.v_head_dim, self.to_out.out_features,
+                                     reassociate=self.reassociate)
             if order != "standard":
                 attend = attend_keys_are_inputs if order == "keys_are_inputs" else attend_queries_are_inputs
                 return attend(q_in, kv_in, self.to_q, self.to_k, self.to_v, self.to_out,
-                              additive_mask(kv_mask, torch.float32), scale), None
+                              additive_mask(kv_mask, torch.float32), scale, dropout=dropout,
+                              onednn=self.onednn_attention), None
         q = self._split(self.to_q(q_in), self.qk_head_dim)
         k = self._split(self.to_k(kv_in), self.qk_head_dim)
         v = self._split(self.to_v(kv_in), self.v_head_dim)
@@ -108,14 +115,16 @@ class Attention(nn.Module):
             probs = scores.softmax(dim=-1)
             context = torch.matmul(F.dropout(probs, dropout, self.training), v)
         else:
-            context = scaled_dot_product_attention(q, k, v, mask, dropout, scale)
+            context = scaled_dot_product_attention(q, k, v, mask, dropout, scale, onednn=self.onednn_attention)
         b, _, o, _ = context.shape
         context = context.transpose(1, 2).reshape(b, o, self.num_heads * self.v_head_dim)  # (B, O, v)
         return self.to_out(context), probs
 
 
 class MLP(nn.Module):
-    def __init__(self, channels: int, widening_factor: int, activation: str) -> None:
+    """channels -> widening_factor x channels -> activation -> channels (GELU fused into fc1 on oneDNN)."""
+
+    def __init__(self, *, channels: int, widening_factor: int, activation: str) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
@@ -149,7 +158,7 @@ class AttentionBlock(nn.Module):
                               out_channels=out, num_heads=num_heads, dropout=dropout)
         self.query_residual = query_residual or not is_cross
         self.mlp_norm = nn.LayerNorm(out)
-        self.mlp = MLP(out, widening_factor, activation)
+        self.mlp = MLP(channels=out, widening_factor=widening_factor, activation=activation)
 
     def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None, kv_mask: torch.Tensor | None = None,
                 need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:

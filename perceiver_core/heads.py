@@ -49,7 +49,7 @@ class PerceiverForMaskedLM(PerceiverPreTrainedModel):
         self.config = config
         self.perceiver = PerceiverModel(config, decoder=builders.masked_lm_decoder(config),
                                         input_preprocessor=builders.text_preprocessor(config))
-        self.embedding_decoder = EmbeddingDecoder(config.vocab_size)
+        self.embedding_decoder = EmbeddingDecoder(vocab_size=config.vocab_size)
         self.init_weights()
 
     def forward(self, inputs: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,

@@ -6,7 +6,7 @@ Same constructor keywords and attributes (``size`` / ``crop_size`` as ``{"height
 ``BatchFeature`` with ``.pixel_values`` / ``.to(...)``, ``to_dict`` / ``to_json_string`` / ``to_json_file``,
 ``save_pretrained`` returning the files written, and ``from_pretrained`` for folders, json files and hub
 ids (through ``perceiver_core.hub``), with keyword overrides and ``return_unused_kwargs``. The pixel work is
-in ``image_kernels`` (see there for the crop-then-resize order).
+in ``kernels.image`` (see there for the crop-then-resize order).
 
 Where we differ, on purpose: PIL images of any mode are converted to RGB and gray arrays are repeated to RGB
 (transformers fails on them unless ``do_convert_rgb=True``); keywords that change nothing here but mean
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from .batch_encoding import BatchFeature, UnsupportedOptionError, reject_unexpected, save_folder, tensor_type
-from .image_kernels import (
+from .kernels.image import (
     FIRST,
     IMAGENET_MEAN,
     IMAGENET_STD,

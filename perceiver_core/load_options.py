@@ -30,7 +30,7 @@ UNSUPPORTED_UNLESS = {
     "from_flax": False, "proxies": None, "experts_implementation": None,
 }
 
-ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")  # both run our fused attention (see fused_attention.py)
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")  # both run our fused attention (see kernels/attention.py)
 
 # device_map values that ask for accelerate's placement over several devices
 _PLACEMENT_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")

@@ -2,7 +2,8 @@
 
 The generic model never names a modality: the preprocessor turns task input into (B, M, C), the decoder turns
 latents into (B, O, F) and the postprocessor into task output. ``encode`` and ``decode`` are public so that a
-caller can encode once and decode many chunks of output queries against the same latents.
+caller can encode once and decode many chunks of output queries against the same latents. Any decoder with
+``decode(latents, pre, points, chunk_size, *, need_weights, postprocessor)`` works (see ``decoders``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import torch
 from torch import nn
 
 from .config import PerceiverConfig
-from .decoders import MultimodalDecoder
 from .encoder import EncoderOutput, LatentEncoder
 from .outputs import PerceiverModelOutput
 from .preprocessors import Preprocessed
@@ -187,46 +187,8 @@ class PerceiverModel(PerceiverPreTrainedModel):
         """
         if self.decoder is None:
             raise ValueError("this model has no decoder")
-        if isinstance(self.decoder, MultimodalDecoder):
-            return self._decode_multimodal(latents, pre, subsampled_output_points, chunk_size, need_weights)
-        queries = self.decoder.build_queries(pre, subsampled_output_points)
-        if chunk_size is None or queries.shape[1] <= chunk_size or need_weights:
-            out, probs = self.decoder(queries, latents, need_weights)
-        else:
-            out = torch.cat([self.decoder(q, latents)[0] for q in queries.split(chunk_size, dim=1)], dim=1)
-            probs = None
-        if self.output_postprocessor is not None:
-            out = self.output_postprocessor(out)
-        return out, probs
-
-    def _decode_multimodal(self, latents, pre, subsampled_output_points, chunk_size, need_weights):
-        decoder: MultimodalDecoder = self.decoder
-        sizes = decoder.output_sizes(subsampled_output_points)
-        total = sum(sizes.values())
-        if chunk_size is None or total <= chunk_size or need_weights:
-            queries = decoder.build_queries(pre, subsampled_output_points)
-            out, probs = decoder(queries, latents, need_weights)
-            if self.output_postprocessor is not None:
-                out = self.output_postprocessor(out, sizes)
-            return out, probs
-        # Encode once, decode many: each modality's points in chunks, all against the same latents.
-        pieces: dict[str, list[torch.Tensor]] = {}
-        device = latents.device
-        for name, size in sizes.items():
-            points = (subsampled_output_points or {}).get(name)
-            if points is None:
-                points = torch.arange(decoder.queries[name].num_outputs, device=device)
-            for start in range(0, size, chunk_size):
-                chunk = {n: (points[..., start:start + chunk_size] if n == name
-                             else points.new_zeros(points.shape[:-1] + (0,)))
-                         for n in sizes}
-                queries = decoder.build_queries(pre, chunk)
-                out, _ = decoder(queries, latents)
-                chunk_sizes = {n: (queries.shape[1] if n == name else 0) for n in sizes}
-                if self.output_postprocessor is not None:
-                    out = self.output_postprocessor(out, chunk_sizes)[name]
-                pieces.setdefault(name, []).append(out)
-        return {name: torch.cat(parts, dim=1) for name, parts in pieces.items()}, None
+        return self.decoder.decode(latents, pre, subsampled_output_points, chunk_size, need_weights=need_weights,
+                                   postprocessor=self.output_postprocessor)
 
     # -------------------------------------------------------------- forward
     def run(self, inputs: Any, attention_mask: torch.Tensor | None = None, subsampled_output_points: Any = None,

@@ -1,4 +1,4 @@
-"""Postprocessors: decoder output (B, O, F) -> task output."""
+"""Postprocessors: decoder output (B, O, F) -> task output. Constructors take keyword arguments only."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import nn
 class EmbeddingDecoder(nn.Module):
     """MLM logits = hidden (B, O, d_model) @ token_embeddingᵀ + bias; the weight is the (tied) input embedding."""
 
-    def __init__(self, vocab_size: int) -> None:
+    def __init__(self, *, vocab_size: int) -> None:
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
@@ -20,7 +20,7 @@ class EmbeddingDecoder(nn.Module):
 class ProjectionPostprocessor(nn.Module):
     """(B, O, F) -> (B, O, out_channels)."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, *, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.proj = nn.Linear(in_channels, out_channels)
 
@@ -45,7 +45,7 @@ class AudioPostprocessor(ProjectionPostprocessor):
 class MultimodalPostprocessor(nn.Module):
     """Splits (B, O, F) into consecutive per-modality chunks (sorted names) and post-processes each."""
 
-    def __init__(self, modalities: dict[str, nn.Module]) -> None:
+    def __init__(self, *, modalities: dict[str, nn.Module]) -> None:
         super().__init__()
         self.modalities = nn.ModuleDict({name: modalities[name] for name in sorted(modalities)})
 

@@ -3,6 +3,7 @@
 Every preprocessor has a fixed ``num_channels`` (C) known at construction and returns ``Preprocessed``:
 ``inputs`` (B, M, C) with positions, ``inputs_without_pos`` (the features before positions were attached;
 a dict per modality for the multimodal preprocessor) and ``modality_sizes`` (M per modality, multimodal only).
+Constructors take keyword arguments only.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ PositionEncoding = TrainablePositionEncoding | FourierPositionEncoding
 class TextPreprocessor(nn.Module):
     """Token ids (B, L) -> token + learned position embeddings (B, L, d_model)."""
 
-    def __init__(self, vocab_size: int, d_model: int, max_positions: int) -> None:
+    def __init__(self, *, vocab_size: int, d_model: int, max_positions: int) -> None:
         super().__init__()
         self.token_embedding = nn.Embedding(vocab_size, d_model)
         self.position_embedding = nn.Embedding(max_positions, d_model)
@@ -66,8 +67,8 @@ def space_to_depth(x: torch.Tensor, spatial: int, temporal: int = 1) -> torch.Te
 class PositionAttacher(nn.Module):
     """Flattens channels-last features (B, *index_dims, C) and attaches positions ("concat" or "add")."""
 
-    def __init__(self, in_channels: int, position_encoding: PositionEncoding, projection_channels: int | None = None,
-                 mode: str = "concat") -> None:
+    def __init__(self, *, in_channels: int, position_encoding: PositionEncoding,
+                 projection_channels: int | None = None, mode: str = "concat") -> None:
         super().__init__()
         if mode not in ("concat", "add"):
             raise ValueError(f"mode must be 'concat' or 'add', got {mode!r}")
@@ -101,7 +102,8 @@ class PositionAttacher(nn.Module):
 class Conv1x1ImagePreprocessor(nn.Module):
     """(B, C_in, H, W) -> 1x1 conv (stride ``downsample``) -> (B, H'W', out + pos)."""
 
-    def __init__(self, in_channels: int, out_channels: int, positions: PositionAttacher, downsample: int = 1):
+    def __init__(self, *, in_channels: int, out_channels: int, positions: PositionAttacher,
+                 downsample: int = 1) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=downsample)
         self.positions = positions
@@ -114,7 +116,7 @@ class Conv1x1ImagePreprocessor(nn.Module):
 class ConvStem(nn.Module):
     """7x7/2 conv (symmetric zero pad 3, no bias) -> BatchNorm -> ReLU -> 3x3/2 max-pool (no pad): 224 -> 55."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, *, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=7, stride=2, padding=3, bias=False)
         self.norm = nn.BatchNorm2d(out_channels)
@@ -127,9 +129,9 @@ class ConvStem(nn.Module):
 class ConvStemImagePreprocessor(nn.Module):
     """(B, 3, H, W) -> conv stem (4x downsampling) -> (B, H'W', out + pos)."""
 
-    def __init__(self, in_channels: int, out_channels: int, positions: PositionAttacher) -> None:
+    def __init__(self, *, in_channels: int, out_channels: int, positions: PositionAttacher) -> None:
         super().__init__()
-        self.stem = ConvStem(in_channels, out_channels)
+        self.stem = ConvStem(in_channels=in_channels, out_channels=out_channels)
         self.positions = positions
         self.num_channels = positions.num_channels
 
@@ -140,7 +142,7 @@ class ConvStemImagePreprocessor(nn.Module):
 class PixelImagePreprocessor(nn.Module):
     """(B, C, H, W) or (B, T, C, H, W) pixels, channels moved last, positions attached: (B, [T]HW, C + pos)."""
 
-    def __init__(self, positions: PositionAttacher) -> None:
+    def __init__(self, *, positions: PositionAttacher) -> None:
         super().__init__()
         self.positions = positions
         self.num_channels = positions.num_channels
@@ -162,7 +164,7 @@ class PatchPreprocessor(nn.Module):
     image grid (B, H/s, W/s, ...).
     """
 
-    def __init__(self, positions: PositionAttacher, spatial: int, temporal: int = 1,
+    def __init__(self, *, positions: PositionAttacher, spatial: int, temporal: int = 1,
                  projection: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.spatial, self.temporal = spatial, temporal
@@ -182,7 +184,7 @@ class PatchPreprocessor(nn.Module):
 class AudioPreprocessor(nn.Module):
     """Waveform (B, S, 1) or (B, S) -> patches of ``samples_per_patch`` samples (B, S/spp, spp + pos)."""
 
-    def __init__(self, samples_per_patch: int, positions: PositionAttacher) -> None:
+    def __init__(self, *, samples_per_patch: int, positions: PositionAttacher) -> None:
         super().__init__()
         self.samples_per_patch = samples_per_patch
         self.positions = positions
@@ -196,7 +198,7 @@ class AudioPreprocessor(nn.Module):
 class OneHotPreprocessor(nn.Module):
     """Label vectors (B, num_labels) -> (B, 1, num_labels); no positions."""
 
-    def __init__(self, num_labels: int) -> None:
+    def __init__(self, *, num_labels: int) -> None:
         super().__init__()
         self.num_channels = num_labels
 
@@ -206,9 +208,10 @@ class OneHotPreprocessor(nn.Module):
 
 
 class ModalityPadding(nn.Module):
-    """A learned padding vector widening one modality to the common width, and an optional mask token."""
+    """A learned padding vector widening one modality to the common width ``total_channels``, and a mask token
+    when ``mask_probability`` is given (multimodal preprocessor; the multimodal decoder pads its queries only)."""
 
-    def __init__(self, pad_channels: int, total_channels: int, mask_probability: float | None) -> None:
+    def __init__(self, *, pad_channels: int, total_channels: int, mask_probability: float | None = None) -> None:
         super().__init__()
         self.padding = nn.Parameter(torch.randn(1, pad_channels) * 0.02)
         self.mask = nn.Parameter(torch.randn(1, total_channels) * 0.02) if mask_probability is not None else None
@@ -236,15 +239,15 @@ class MultimodalPreprocessor(nn.Module):
     modality by its mask token (the label in autoencoding); 0 < p < 1 masks positions at random in training.
     """
 
-    def __init__(self, modalities: dict[str, nn.Module], mask_probabilities: dict[str, float] | None = None,
+    def __init__(self, *, modalities: dict[str, nn.Module], mask_probabilities: dict[str, float] | None = None,
                  min_padding_size: int = 2) -> None:
         super().__init__()
         mask_probabilities = mask_probabilities or {}
         self.modalities = nn.ModuleDict({name: modalities[name] for name in sorted(modalities)})
         self.num_channels = max(m.num_channels for m in self.modalities.values()) + min_padding_size
         self.paddings = nn.ModuleDict({
-            name: ModalityPadding(self.num_channels - m.num_channels, self.num_channels,
-                                  mask_probabilities.get(name))
+            name: ModalityPadding(pad_channels=self.num_channels - m.num_channels, total_channels=self.num_channels,
+                                  mask_probability=mask_probabilities.get(name))
             for name, m in self.modalities.items()})
 
     def forward(self, inputs: dict[str, torch.Tensor], interpolate_pos_encoding: bool = False) -> Preprocessed:

@@ -174,8 +174,8 @@ def _error_table_codes(text: str, job: str) -> set[str]:
 
 
 def test_error_type_tables_list_every_decoder_code():
-    from pipelines.image_io import IMAGE_ERROR_REASONS
-    from pipelines.video_decode import DECODE_ERROR_REASONS
+    from pipelines.readers.image_io import IMAGE_ERROR_REASONS
+    from pipelines.readers.video_decode import DECODE_ERROR_REASONS
 
     text = README.read_text(encoding="utf-8")
     video, flow, images = (_error_table_codes(text, job) for job in ("video", "flow", "images"))

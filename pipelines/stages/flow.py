@@ -7,7 +7,7 @@ Data flow::
       -> read_flow_inputs (CPU task, generator)  one row per pair: both frames as raw uint8 bytes (H, W vary
                                                   per pair), GT flow (H, W, 2) float32 + valid (H, W) bytes
       -> FlowWorker (actor pool)                  flow at the frames' own size: overlapping model-sized tiles,
-                                                  blended (pipelines.flow_tiling); EPE / accuracy vs GT;
+                                                  blended (pipelines.stages.flow_tiling); EPE / accuracy vs GT;
                                                   the flow itself as a sidecar .flo file; optional PNG
       -> part file                                 schemas.FLOW
 
@@ -24,14 +24,14 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from pipelines import schemas
-from pipelines.flow_data import FlowPair, flo_bytes, load_pair, video_frame_pairs
-from pipelines.flow_metrics import flow_error_sums
-from pipelines.flow_tiling import flow_model_inputs, tiled_flow
-from pipelines.image_io import ImageDecodeError
-from pipelines.model_workers import ModelWorker, save_picture
-from pipelines.pictures import flow_image, png_bytes
-from pipelines.video_decode import VideoDecodeError
+from pipelines.batch import schemas
+from pipelines.batch.model_workers import ModelWorker, save_picture
+from pipelines.metrics import flow_error_sums
+from pipelines.readers.flow_data import FlowPair, flo_bytes, load_pair, video_frame_pairs
+from pipelines.readers.image_io import ImageDecodeError
+from pipelines.readers.video_decode import VideoDecodeError
+from pipelines.stages.flow_tiling import flow_model_inputs, tiled_flow
+from pipelines.stages.pictures import flow_image, png_bytes
 
 FLOW_DIR = "_flow"
 

@@ -23,9 +23,10 @@ from typing import Any
 import pyarrow as pa
 
 from perceiver_core.image_processor import PerceiverImageProcessorConfig, preprocess_batch
-from pipelines import schemas, storage
-from pipelines.image_io import ImageDecodeError, load_image
-from pipelines.model_workers import ModelWorker, top_k
+from pipelines import storage
+from pipelines.batch import schemas
+from pipelines.batch.model_workers import ModelWorker, top_k
+from pipelines.readers.image_io import ImageDecodeError, load_image
 
 PARQUET_READ_BATCH = 64  # cells decoded from Parquet at a time
 
@@ -37,7 +38,7 @@ def processor_config_for(model_source: str | None, config: Any, image_size: int 
     from pathlib import Path
 
     from perceiver_core import PerceiverImageProcessor
-    from pipelines.model_workers import local_checkpoint
+    from pipelines.batch.model_workers import local_checkpoint
 
     folder = local_checkpoint(model_source) if model_source else None  # a URI: the local copy
     if folder and (Path(folder) / "preprocessor_config.json").is_file():

@@ -3,7 +3,7 @@ or fill-mask (the model worker).
 
 Data flow::
 
-    manifest row = a text item (a byte range, a whole file or a row-group run; ``pipelines.text_items``)
+    manifest row = a text item (a byte range, a whole file or a row-group run; ``pipelines.readers.text_items``)
       -> tokenize_items (read_fn, generator)  the item's documents, one row each: ids (M,) int32 = the
                                               document's bytes + 6, "[MASK]" -> 3 (no [CLS]/[SEP]); records
                                               that cannot be read (bad JSON, missing field, non-string,
@@ -28,10 +28,10 @@ import torch
 
 from perceiver_core import PerceiverTokenizer
 from perceiver_core.tokenizer import DEFAULT_SPECIAL_TOKENS, NUM_SPECIAL_TOKENS
-from pipelines import schemas
-from pipelines.model_workers import ModelWorker, top_k
-from pipelines.text_io import Row
-from pipelines.text_items import ReadOptions, read_item
+from pipelines.batch import schemas
+from pipelines.batch.model_workers import ModelWorker, top_k
+from pipelines.readers.text_io import Row
+from pipelines.readers.text_items import ReadOptions, read_item
 
 TOKEN_SCHEMA = pa.schema(
     [schemas.TEXT_CLASSIFY.field(n) for n in ("id", "source", "position", "num_bytes", "label_index", "warning",

@@ -22,10 +22,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from pipelines import pictures, schemas
-from pipelines.flow_metrics import psnr
-from pipelines.model_workers import ModelWorker, save_picture, top_k
-from pipelines.video_decode import Clip, ClipSpec, VideoDecodeError, iter_clips
+from pipelines.batch import schemas
+from pipelines.batch.model_workers import ModelWorker, save_picture, top_k
+from pipelines.metrics import psnr
+from pipelines.readers.video_decode import Clip, ClipSpec, VideoDecodeError, iter_clips
+from pipelines.stages import pictures
 
 VIDEO_FPS = 25.0  # the multimodal autoencoder's frame rate; audio rate = fps * audio_samples_per_frame
 

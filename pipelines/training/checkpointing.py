@@ -30,8 +30,7 @@ import torch
 
 from pipelines import storage
 from pipelines.storage import Location
-
-from . import run_storage
+from pipelines.training import run_storage
 
 MODEL_FILES = ("config.json", "model.safetensors")
 STATE_FILE = "trainer_state.json"
@@ -57,16 +56,11 @@ def checkpoint_name(step: int) -> str:
 
 
 def write_checkpoint(directory: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     scheduler: Any, state: TrainerState, fail_midway: bool = False) -> Path:
-    """Write every file of a checkpoint into ``directory``; ``trainer_state.json`` goes last.
-
-    ``fail_midway`` (fault-injection tests) kills the process after the weights and before the rest, the
-    moment a half-written checkpoint would exist.
-    """
+                     scheduler: Any, state: TrainerState) -> Path:
+    """Write every file of a checkpoint into ``directory``; ``trainer_state.json`` goes last (a folder
+    without it is incomplete and never resumed from)."""
     directory = Path(directory)
     model.save_pretrained(directory)
-    if fail_midway:
-        os._exit(17)
     torch.save(optimizer.state_dict(), directory / "optimizer.pt")
     torch.save(scheduler.state_dict(), directory / "scheduler.pt")
     (directory / STATE_FILE).write_text(json.dumps(asdict(state), indent=2, default=float), encoding="utf-8")

@@ -1,8 +1,16 @@
 """``TrainConfig``: everything one training run needs, validated on construction.
 
-One flat dataclass (grouped below) so that the CLI maps onto it one flag per field and the whole run travels to
-every Ray Train worker as a plain dict (``to_dict`` / ``from_dict``). Model architecture lives in the
-``PerceiverConfig`` of the preset (or of ``init_from``), changed with ``model_config`` overrides.
+A common part (data, model, optimisation, evaluation and checkpoints, the run) plus one typed options
+dataclass per task family: ``TextOptions`` (mlm, text-classification), ``ImageOptions``, ``FlowOptions`` and
+``VideoOptions`` (multimodal autoencoding). Every run holds all four, at their defaults unless set, so that a
+task reads ``config.flow.size`` without asking which task it is. The whole run travels to every Ray Train
+worker as a plain nested dict (``to_dict`` / ``from_dict``), and ``run.json`` records that dict;
+``from_dict`` also reads the flat ``train_config`` of run folders written before the split. Model
+architecture lives in the ``PerceiverConfig`` of the preset (or of ``init_from``), changed with
+``model_config`` overrides.
+
+Every field has a command-line flag (``flag_of``): ``--max-steps`` for ``max_steps``, and for the options the
+flag named in their field metadata (``--flow-size`` for ``flow.size``). The resume check names flags by it.
 
 Every path (``data``, ``eval_data``, ``init_from``, ``output_dir``, ``export_dir``, ``label_names``) may be a
 local path or a URI (``s3://bucket/corpus/*.parquet``). It is resolved once, in the driver, by
@@ -17,19 +25,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from perceiver_core import presets
 from perceiver_core.hub import is_hub_id
 from pipelines import storage
-
-from .init_schemes import INIT_SCHEMES
+from pipelines.training.init_schemes import INIT_SCHEMES
 
 TASKS = ("mlm", "text-classification", "image-classification", "optical-flow", "multimodal-autoencoding")
-DEFAULT_PRESETS = {"mlm": "language", "text-classification": "language", "image-classification": "vision-fourier",
-                   "optical-flow": "optical-flow", "multimodal-autoencoding": "multimodal"}
+# The presets each task can train (the first is its default): the preset decides the head class.
+TASK_PRESETS = {"mlm": ("language",), "text-classification": ("language",),
+                "image-classification": ("vision-fourier", "vision-learned", "vision-conv"),
+                "optical-flow": ("optical-flow",), "multimodal-autoencoding": ("multimodal",)}
+DEFAULT_PRESETS = {task: names[0] for task, names in TASK_PRESETS.items()}
 PAPER_LOSS_WEIGHTS = {"image": 0.03, "audio": 1.0, "label": 1e-4}  # Perceiver IO, Kinetics autoencoding
 PRECISIONS = ("fp32", "bf16")
-FAIL_MODES = ("raise", "exit", "during-checkpoint")
 PACKINGS = ("pack", "crop")
 SYNTHETIC = "synthetic"  # --data value for the built-in optical-flow generator
+RETIRED_FIELDS = ("fail_at_step", "fail_mode")  # in run.json files of earlier versions; ignored
 
 
 def _absolute(path: str) -> str:
@@ -39,17 +50,107 @@ def _absolute(path: str) -> str:
     return path if path == SYNTHETIC else storage.resolve(path).uri
 
 
+def _opt(default: Any = None, *, flag: str, factory: Any = None) -> Any:
+    """An options field with its command-line flag (the flag is also its name in a flat, older run.json)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"flag": flag})
+    return field(default=default, metadata={"flag": flag})
+
+
+def _positive(owner: object, *names: str) -> None:
+    for name in names:
+        if getattr(owner, name) <= 0:
+            raise ValueError(f"{name} must be positive, got {getattr(owner, name)}")
+
+
+@dataclass
+class TextOptions:
+    """Byte-level text tasks (mlm, text-classification)."""
+
+    column: str = _opt("text", flag="--text-column")  # jsonl / parquet text field
+    seq_len: int | None = _opt(flag="--seq-len")  # default: the model's max_position_embeddings
+    packing: str = _opt("pack", flag="--packing")  # mlm: "pack" documents into full windows or "crop" each
+    mask_prob: float = _opt(0.15, flag="--mask-prob")  # mlm
+    mean_span: float = _opt(3.0, flag="--mean-span")  # mlm: mean masked span length in bytes (geometric)
+
+    def __post_init__(self) -> None:
+        if self.packing not in PACKINGS:
+            raise ValueError(f"packing must be one of {PACKINGS}, got {self.packing!r}")
+        if not 0 < self.mask_prob < 1 or self.mean_span < 1:
+            raise ValueError("mask_prob must be in (0, 1) and mean_span >= 1")
+        if self.seq_len is not None:
+            _positive(self, "seq_len")
+
+
+@dataclass
+class ImageOptions:
+    """image-classification."""
+
+    size: int | None = _opt(flag="--image-size")  # model input side; default from the model config (or 224)
+
+    def __post_init__(self) -> None:
+        if self.size is not None:
+            _positive(self, "size")
+
+
+@dataclass
+class FlowOptions:
+    """optical-flow."""
+
+    size: tuple[int, int] | None = _opt(flag="--flow-size")  # training crops (H, W): default model train_size
+    synthetic_pairs: int = _opt(4096, flag="--synthetic-pairs")  # size of the synthetic dataset
+    max_motion: float = _opt(3.0, flag="--flow-max-motion")  # largest synthetic translation, px
+    output_points: int | None = _opt(flag="--flow-output-points")  # decode only this many pixels per pair
+    eval_scale: float = _opt(1.0, flag="--flow-eval-scale")  # downscale real eval pairs by this before tiling
+    input_gain: float = _opt(10.0, flag="--flow-input-gain")  # fresh models: patch projection's weights x this
+    difference_units: int = _opt(32, flag="--flow-difference-units")  # units started as frame2 - frame1 filters
+    difference_gain: float = _opt(3.0, flag="--flow-difference-gain")  # ... their weights x this, on top
+
+    def __post_init__(self) -> None:
+        if self.size is not None:
+            self.size = tuple(int(v) for v in self.size)  # type: ignore[assignment]
+        _positive(self, "synthetic_pairs")
+        if self.difference_units < 0:
+            raise ValueError(f"flow_difference_units must be >= 0, got {self.difference_units}")
+        if self.eval_scale < 1:
+            raise ValueError("flow_eval_scale is a downscaling factor and must be >= 1")
+
+
+@dataclass
+class VideoOptions:
+    """multimodal-autoencoding."""
+
+    clip_stride: int | None = _opt(flag="--clip-stride")  # frames between training clip starts (default: length)
+    max_clips_per_video: int | None = _opt(flag="--max-clips-per-video")
+    holdout_fraction: float = _opt(0.0, flag="--holdout-fraction")  # the last fraction (in time) is held out
+    output_points: int = _opt(512, flag="--output-points")  # sampled video points per clip per step
+    audio_output_points: int | None = _opt(flag="--audio-output-points")  # sampled audio patches (default all)
+    loss_weights: dict[str, float] = _opt(flag="--loss-weights", factory=lambda: dict(PAPER_LOSS_WEIGHTS))
+
+    def __post_init__(self) -> None:
+        _positive(self, "output_points")
+        if not 0 <= self.holdout_fraction < 1:
+            raise ValueError("holdout_fraction must be in [0, 1)")
+        unknown = set(self.loss_weights) - set(PAPER_LOSS_WEIGHTS)
+        if unknown:
+            raise ValueError(f"unknown loss_weights modalities {sorted(unknown)}; known: {sorted(PAPER_LOSS_WEIGHTS)}")
+
+
+OPTION_GROUPS: dict[str, type] = {"text": TextOptions, "image": ImageOptions, "flow": FlowOptions,
+                                  "video": VideoOptions}
+
+
 @dataclass
 class TrainConfig:
     task: str
     # ---------------------------------------------------------------- data
     data: tuple[str, ...] = ()  # files or folders; optical-flow: "synthetic" (default) or pair folders
     eval_data: tuple[str, ...] = ()  # held-out split (same formats)
-    text_column: str = "text"  # jsonl / parquet text field
-    label_column: str = "label"  # jsonl / parquet label field
+    label_column: str = "label"  # jsonl / parquet / labels.csv label field
     label_names: str | None = None  # file with one class name per line, in id order (sets id2label)
     cache_data: bool = False  # materialize the preprocessed dataset once instead of re-reading every epoch
     sample_rows: int = 4096  # rows per split read before step 1 (label set, baselines): never a full pass
+    augment: bool = True  # images / clips / flow pairs: random flips, crops, colour changes in training
     # ---------------------------------------------------------------- model
     preset: str | None = None  # default per task (DEFAULT_PRESETS)
     tiny: bool = False  # the preset's tiny variant (tests, CPU runs)
@@ -67,27 +168,6 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
     precision: str = "fp32"  # or bf16 (autocast)
     seed: int = 0
-    # ---------------------------------------------------------------- task knobs
-    seq_len: int | None = None  # text: default max_position_embeddings
-    packing: str = "pack"  # mlm: "pack" documents into full windows, or "crop" each to one window
-    mask_prob: float = 0.15  # mlm
-    mean_span: float = 3.0  # mlm: mean masked span length in bytes (geometric)
-    image_size: int | None = None  # image-classification: default from the model config (or 224)
-    flow_size: tuple[int, int] | None = None  # optical-flow training crops (H, W): default model train_size
-    synthetic_pairs: int = 4096  # optical-flow: size of the synthetic dataset
-    flow_max_motion: float = 3.0  # optical-flow: largest synthetic translation, px
-    flow_output_points: int | None = None  # optical-flow: decode only this many sampled pixels per pair in training
-    flow_eval_scale: float = 1.0  # optical-flow: downscale real eval pairs by this before tiling
-    flow_input_gain: float = 10.0  # optical-flow, fresh models: the patch projection's initial weights x this
-    flow_difference_units: int = 32  # optical-flow, fresh models: projection units started as frame2 - frame1 filters
-    flow_difference_gain: float = 3.0  # ... and those units' initial weights x this (on top of flow_input_gain)
-    clip_stride: int | None = None  # multimodal: frames between training clip starts (default: clip length)
-    max_clips_per_video: int | None = None
-    holdout_fraction: float = 0.0  # multimodal: the last fraction (in time) of every training video is held out
-    output_points: int = 512  # multimodal: sampled video points per clip per step
-    audio_output_points: int | None = None  # multimodal: sampled audio patches (default: all)
-    loss_weights: dict[str, float] = field(default_factory=lambda: dict(PAPER_LOSS_WEIGHTS))
-    augment: bool = True  # images / clips: random flips and colour changes (crops for images) in training
     # ---------------------------------------------------------------- evaluation, logging, checkpoints
     eval_every: int = 0  # steps; 0 = only at the end
     eval_batches: int | None = None  # cap on eval batches (None = whole held-out split)
@@ -104,11 +184,23 @@ class TrainConfig:
     cpus_per_worker: int = 1
     address: str | None = None  # Ray cluster address; None = start a local Ray
     max_failures: int = 3  # worker-group restarts from the latest checkpoint
-    # ---------------------------------------------------------------- fault injection (tests)
-    fail_at_step: int | None = None  # rank 0 fails once, at this step
-    fail_mode: str = "raise"
+    # ---------------------------------------------------------------- per task
+    text: TextOptions = field(default_factory=TextOptions)
+    image: ImageOptions = field(default_factory=ImageOptions)
+    flow: FlowOptions = field(default_factory=FlowOptions)
+    video: VideoOptions = field(default_factory=VideoOptions)
 
     def __post_init__(self) -> None:
+        for group, cls in OPTION_GROUPS.items():  # plain dicts (from JSON, or written by hand) become options
+            value = getattr(self, group)
+            if isinstance(value, dict):
+                setattr(self, group, cls(**value))
+        self._resolve_paths()
+        self._validate()
+        if self.name is None:
+            self.name = f"{self.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def _resolve_paths(self) -> None:
         # Local paths are made absolute here, in the driver: Ray Train workers run in another working directory.
         self.data = tuple(_absolute(d) for d in self.data)
         self.eval_data = tuple(_absolute(d) for d in self.eval_data)
@@ -119,48 +211,40 @@ class TrainConfig:
             self.export_dir = _absolute(self.export_dir)
         if self.label_names is not None:
             self.label_names = _absolute(self.label_names)
-        if self.flow_size is not None:
-            self.flow_size = tuple(int(v) for v in self.flow_size)  # type: ignore[assignment]
+
+    def _validate(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
+        self._validate_preset()
         if self.init_scheme is not None and self.init_scheme not in INIT_SCHEMES:
             raise ValueError(f"init_scheme must be one of {INIT_SCHEMES}, got {self.init_scheme!r}")
-        if self.flow_difference_units < 0:
-            raise ValueError(f"flow_difference_units must be >= 0, got {self.flow_difference_units}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.fail_mode not in FAIL_MODES:
-            raise ValueError(f"fail_mode must be one of {FAIL_MODES}, got {self.fail_mode!r}")
-        if self.packing not in PACKINGS:
-            raise ValueError(f"packing must be one of {PACKINGS}, got {self.packing!r}")
-        for name in ("batch_size", "log_every", "synthetic_pairs", "output_points", "cpus_per_worker",
-                     "sample_rows"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        _positive(self, "batch_size", "log_every", "cpus_per_worker", "sample_rows")
         for name in ("max_steps", "warmup_steps", "eval_every", "checkpoint_every", "num_workers", "max_failures"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("lr must be > 0 and min_lr_ratio in [0, 1]")
-        if not 0 < self.mask_prob < 1 or self.mean_span < 1:
-            raise ValueError("mask_prob must be in (0, 1) and mean_span >= 1")
         if self.keep_checkpoints < 1:
             raise ValueError("keep_checkpoints must be >= 1 (the latest checkpoint is always kept)")
-        if self.flow_eval_scale < 1:
-            raise ValueError("flow_eval_scale is a downscaling factor and must be >= 1")
-        unknown = set(self.loss_weights) - set(PAPER_LOSS_WEIGHTS)
-        if unknown:
-            raise ValueError(f"unknown loss_weights modalities {sorted(unknown)}; known: {sorted(PAPER_LOSS_WEIGHTS)}")
         if self.task != "optical-flow" and not self.data and self.max_steps:
             raise ValueError(f"task {self.task} needs --data")
-        if self.max_steps == 0 and not (self.init_from and (self.eval_data or self.holdout_fraction)):
+        if self.max_steps == 0 and not (self.init_from and (self.eval_data or self.video.holdout_fraction)):
             raise ValueError("--max-steps 0 evaluates a model: it needs --init-from and held-out data")
-        if not 0 <= self.holdout_fraction < 1:
-            raise ValueError("holdout_fraction must be in [0, 1)")
         if self.resume and not self.name:
             raise ValueError("--resume needs the --name of the run to continue")
-        if self.name is None:
-            self.name = f"{self.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def _validate_preset(self) -> None:
+        """An unknown preset, or one whose head the task cannot train, stops the run before any work."""
+        if self.preset is None:
+            return
+        if self.preset not in presets.names():
+            raise ValueError(f"unknown --preset {self.preset!r}; choose from {', '.join(presets.names())}")
+        fitting = TASK_PRESETS[self.task]
+        if self.preset not in fitting:
+            raise ValueError(f"--preset {self.preset} ({presets.get(self.preset).head.__name__}) does not fit "
+                             f"--task {self.task}; choose from {', '.join(fitting)}")
 
     @property
     def preset_name(self) -> str:
@@ -181,12 +265,41 @@ class TrainConfig:
         return self.task == "optical-flow" and (not self.data or self.data == (SYNTHETIC,))
 
     def to_dict(self) -> dict[str, Any]:
+        """The nested form: common fields at the top, ``text`` / ``image`` / ``flow`` / ``video`` dicts."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of ``to_dict``; also reads the flat form of earlier run.json files (``image_size``,
+        ``flow_max_motion``, ... at the top; their fault-injection fields are dropped)."""
+        data = {k: v for k, v in data.items() if k not in RETIRED_FIELDS}
+        groups = {name: dict(data.pop(name, None) or {}) for name in OPTION_GROUPS}
+        for (group, option), flag in option_flags().items():
+            legacy = flag[2:].replace("-", "_")
+            if legacy in data:
+                groups[group].setdefault(option, data.pop(legacy))
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
-        return cls(**data)
+        return cls(**data, **{name: OPTION_GROUPS[name](**values) for name, values in groups.items()})
+
+
+def option_flags() -> dict[tuple[str, str], str]:
+    """(group, option field) -> its command-line flag, for every options field."""
+    return {(group, f.name): f.metadata["flag"] for group, cls in OPTION_GROUPS.items()
+            for f in dataclasses.fields(cls)}
+
+
+def flag_of(path: str) -> str:
+    """The command-line flag of a config field: ``"lr"`` -> ``--lr``, ``"flow.size"`` -> ``--flow-size``."""
+    if "." in path:
+        group, option = path.split(".", 1)
+        return option_flags()[(group, option)]
+    return "--" + path.replace("_", "-")
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default of a dataclass field (calling its factory)."""
+    f = cls.__dataclass_fields__[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default

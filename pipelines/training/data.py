@@ -20,6 +20,7 @@ import io
 import itertools
 import json
 import posixpath
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -97,11 +98,6 @@ def find_files(paths: Iterable[str], suffixes: Sequence[str]) -> list[Location]:
     if not out:
         raise FileNotFoundError(f"no {'/'.join(suffixes)} files in {paths}")
     return out
-
-
-def expand_paths(paths: Iterable[str], suffixes: Sequence[str]) -> list[str]:
-    """``find_files`` as absolute local paths or URIs (what workers open)."""
-    return [loc.uri for loc in find_files(paths, suffixes)]
 
 
 def _kind(f: Location) -> str:
@@ -259,11 +255,41 @@ def read_label_names(path: str | None) -> list[str] | None:
     return names
 
 
-def named_label_map(names: list[str]) -> dict[str, int]:
-    """Labels given by ``--label-names``: a label is a name or an integer id (names win when both match)."""
-    mapping = {str(i): i for i in range(len(names))}
-    mapping.update({name: i for i, name in enumerate(names)})
+class LabelWarning(UserWarning):
+    """Rows whose label the model has no class for: they are skipped, never given another class's id."""
+
+
+def label_lookup(id2label: dict[int, str], ids_too: bool = False) -> dict[str, int]:
+    """Label string -> class id for a model's ``id2label``: its names, and with ``ids_too`` (labels given by
+    ``--label-names``, or a model whose names are transformers' ``LABEL_<i>`` defaults) also every id
+    ``0 <= i < num_labels`` written as an integer. A name wins when both match."""
+    mapping = {str(i): i for i in id2label} if ids_too else {}
+    mapping.update({name: i for i, name in id2label.items()})
     return mapping
+
+
+def has_default_names(id2label: dict[int, str]) -> bool:
+    """True for transformers' placeholder names (``LABEL_0``, ``LABEL_1``, ...): the ids are the labels."""
+    return all(name == f"LABEL_{i}" for i, name in id2label.items())
+
+
+def encode_labels(values: Iterable[Any], lookup: dict[str, int], where: str = "") -> np.ndarray:
+    """Class ids (int64, one per value) with -1 where ``lookup`` lacks the label (a name the model has no class
+    for, an id outside its range): callers skip those rows, and a ``LabelWarning`` names them, so that no row
+    is trained on, or counted as, another class."""
+    keys = [str(v) for v in values]
+    ids = np.array([lookup.get(k, -1) for k in keys], dtype=np.int64)
+    if (ids < 0).any():
+        warn_unknown_labels([k for k, i in zip(keys, ids) if i < 0], lookup, where)
+    return ids
+
+
+def warn_unknown_labels(unknown: Sequence[str], lookup: dict[str, int], where: str = "") -> None:
+    classes = len(set(lookup.values()))
+    shown = ", ".join(repr(v) for v in sorted(set(unknown))[:5])
+    warnings.warn(f"{len(unknown)} {where + ' ' if where else ''}row(s) skipped: label(s) {shown} not among the "
+                  f"model's {classes} classes (names, or ids 0..{classes - 1} with --label-names); give every "
+                  f"class with --label-names FILE", LabelWarning, stacklevel=3)
 
 
 def label_vocabulary(values: Iterable[Any], names: list[str] | None = None) -> dict[str, int]:

@@ -11,13 +11,12 @@ from typing import Any
 
 import torch
 
-from perceiver_core import HEADS, PerceiverConfig, presets
+from perceiver_core import PerceiverConfig, presets
 from perceiver_core.hub import is_hub_id, resolve_pretrained
 from pipelines import storage
-
-from . import run_storage
-from .config import TrainConfig
-from .tasks import Task
+from pipelines.training import run_storage
+from pipelines.training.config import TrainConfig
+from pipelines.training.tasks import Task
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -86,7 +85,3 @@ def build_model(config: TrainConfig, head: type, model_config: PerceiverConfig,
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model.train()
-
-
-def head_by_name(name: str) -> type:
-    return HEADS[name]

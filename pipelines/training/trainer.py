@@ -10,7 +10,12 @@ Ray Train's ``checkpoint_<step>/`` folders and its checkpoint-manager snapshot (
 ``run.json`` (the resolved configuration, the model configuration and the baselines), ``final/`` (the trained
 model). Rerunning with the same name and ``resume`` continues from the latest checkpoint (Ray Train finds it
 by the same run name and storage path) with the model configuration and baselines recorded in ``run.json``,
-so a resumed run reads no sample again and keeps its label ids.
+so a resumed run reads no sample again and keeps its label ids; ``resume.check_resume`` refuses flags that
+differ from the recorded ones unless the run can apply them (``--max-steps`` raised, logging / cluster flags).
+
+Failed starts: every check (flags, preset, paths, data listing, model config, resume conflicts) runs before
+the run folder is created, and a fresh run that fails before its first checkpoint removes the folder it
+created, so the corrected command is never refused for an existing name.
 
 Before step 1 the driver only lists files and reads bounded samples (``TrainConfig.sample_rows``); Ray
 workers get the storage variables (endpoint, credentials) through ``runtime_env`` (``storage.worker_env``).
@@ -30,13 +35,13 @@ from typing import Any
 from perceiver_core import HEADS, PerceiverConfig
 from pipelines import storage
 from pipelines.storage import Location
-
-from . import run_storage
-from .checkpointing import latest_checkpoint
-from .config import TrainConfig
-from .loop import FINAL_MODEL_DIR, METRICS_CSV, train_loop_per_worker
-from .models import resolve_model
-from .tasks import get_task
+from pipelines.training import run_storage
+from pipelines.training.checkpointing import latest_checkpoint
+from pipelines.training.config import TrainConfig
+from pipelines.training.loop import FINAL_MODEL_DIR, train_loop_per_worker
+from pipelines.training.models import resolve_model
+from pipelines.training.resume import check_resume
+from pipelines.training.tasks import get_task
 
 LOCAL_OBJECT_STORE_BYTES = 1 << 30  # a local Ray for training needs little shared memory
 RUN_RECORD = "run.json"
@@ -114,7 +119,9 @@ def cluster_shortfall(config: TrainConfig, resources: dict[str, float]) -> str |
     return None
 
 
-def check_run_dir(config: TrainConfig) -> None:
+def check_run_dir(config: TrainConfig) -> dict[str, Any] | None:
+    """Refuse an existing name without ``resume``, a missing run with it, and a resume whose flags differ
+    from ``run.json`` in a way the run cannot apply. Returns the run record of a resumed run."""
     run = config.run_location
     exists = run_storage.has_entries(run)
     if exists and not config.resume:
@@ -122,6 +129,10 @@ def check_run_dir(config: TrainConfig) -> None:
                               f"--name")
     if config.resume and not exists:
         raise FileNotFoundError(f"--resume: no run at {run.uri}")
+    record = read_run_record(run) if config.resume else None
+    if record is not None:
+        check_resume(TrainConfig.from_dict(record["train_config"]), config)
+    return record
 
 
 def read_run_record(run: Location) -> dict[str, Any] | None:
@@ -129,11 +140,12 @@ def read_run_record(run: Location) -> dict[str, Any] | None:
     return json.loads(record.read_text()) if record.is_file() else None
 
 
-def prepare_run(config: TrainConfig) -> PreparedRun:
+def prepare_run(config: TrainConfig, saved: dict[str, Any] | None = None) -> PreparedRun:
     """The driver's work before step 1: model, lazy datasets, baselines. Reads only listings and bounded
-    samples; a resumed run takes its model configuration and baselines from ``run.json``."""
+    samples; a resumed run takes its model configuration and baselines from ``run.json`` (``saved``)."""
     task = get_task(config.task)
-    saved = read_run_record(config.run_location) if config.resume else None
+    if saved is None and config.resume:
+        saved = read_run_record(config.run_location)
     if saved is not None:
         head, model_config = HEADS[saved["head"]], PerceiverConfig.from_dict(saved["model_config"])
     else:
@@ -155,25 +167,49 @@ def _storage(config: TrainConfig) -> dict[str, Any]:
 
 
 def fit(config: TrainConfig) -> TrainResult:
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     start = time.time()
-    check_run_dir(config)
+    saved = check_run_dir(config)
+    fresh = not config.resume
     init_ray(config)
-    prepared = prepare_run(config)
-    head, model_config, datasets, baselines = (prepared.head, prepared.model_config, prepared.datasets,
-                                               prepared.baselines)
+    prepared = prepare_run(config, saved)
+    run = config.run_location
+    try:
+        write_run_record(config, prepared)
+        result = run_trainer(config, prepared)
+    except Exception:
+        if fresh:
+            discard_failed_start(run)
+        raise
+    return collect_result(config, result, start)
+
+
+def write_run_record(config: TrainConfig, prepared: PreparedRun) -> None:
+    """``run.json``: the configuration this attempt runs with (a resume's applied changes included), the
+    model configuration and the baselines."""
     run = config.run_location
     if run.is_local:
         os.makedirs(run.path, exist_ok=True)
-    run_storage.write_text(run.join(RUN_RECORD), json.dumps(
-        {"train_config": config.to_dict(), "model_config": model_config.to_dict(), "head": head.__name__,
-         "baselines": baselines}, indent=2, default=str), staging_root=run)
+    record = {"train_config": config.to_dict(), "model_config": prepared.model_config.to_dict(),
+              "head": prepared.head.__name__, "baselines": prepared.baselines}
+    run_storage.write_text(run.join(RUN_RECORD), json.dumps(record, indent=2, default=str), staging_root=run)
+
+
+def discard_failed_start(run: Location) -> None:
+    """A fresh run that failed before its first checkpoint leaves nothing to resume: remove its folder (this
+    call created it), so that the corrected command is not refused for an existing name."""
+    if latest_checkpoint(run) is None and not run.join(FINAL_MODEL_DIR, "config.json").is_file():
+        run_storage.delete_tree(run)
+
+
+def run_trainer(config: TrainConfig, prepared: PreparedRun):
+    """The ``TorchTrainer`` run: ``num_workers`` DDP workers (0 = local mode), checkpoints in the run folder."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
 
     local_mode = config.num_workers == 0
-    loop_config = {"train_config": config.to_dict(), "model_config": model_config.to_dict(), "head": head.__name__,
-                   "baselines": baselines, "has_val": "val" in datasets, "local_mode": local_mode}
+    loop_config = {"train_config": config.to_dict(), "model_config": prepared.model_config.to_dict(),
+                   "head": prepared.head.__name__, "baselines": prepared.baselines,
+                   "has_val": "val" in prepared.datasets, "local_mode": local_mode}
     resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -183,16 +219,21 @@ def fit(config: TrainConfig) -> TrainResult:
         run_config=RunConfig(name=config.name, **_storage(config),
                              checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=config.max_failures)),
-        datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split=["train"] if "train" in datasets else []),
+        datasets=prepared.datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"] if "train" in prepared.datasets else []),
     )
-    result = trainer.fit()
+    return trainer.fit()
+
+
+def collect_result(config: TrainConfig, result, start: float) -> TrainResult:
+    """The run's outcome; copies ``final/`` to ``export_dir`` when asked."""
+    run = config.run_location
     value = result.return_value or {}
     final = run.join(FINAL_MODEL_DIR)  # (an evaluate-only run saves its --init-from model here)
     final_saved = final.join("config.json").is_file()
     if config.export_dir and final_saved:
         run_storage.copy_tree(final, storage.resolve(config.export_dir), last=("config.json",))
-    if local_mode:  # Ray Train's local mode keeps no checkpoints of its own: ours are in the run directory
+    if config.num_workers == 0:  # Ray Train's local mode keeps no checkpoints of its own: ours are in the run dir
         found = latest_checkpoint(run)
         checkpoint = found.uri if found is not None else None
     else:
@@ -202,8 +243,3 @@ def fit(config: TrainConfig) -> TrainResult:
                        checkpoint_dir=checkpoint, step=int(value.get("step", 0)),
                        start_step=int(value.get("start_step", 0)), metrics=value.get("metrics", {}),
                        probe=value.get("probe"), wall_time_s=time.time() - start)
-
-
-def metrics_csv(run_dir: str) -> str:
-    """The metrics.csv of a run directory (an absolute path or a URI)."""
-    return storage.resolve(run_dir).join(METRICS_CSV).uri

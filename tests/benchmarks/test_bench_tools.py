@@ -19,7 +19,7 @@ import bench_common  # noqa: E402
 import compare_runs  # noqa: E402
 
 from perceiver_core.position_encoding import FourierPositionEncoding  # noqa: E402
-from pipelines.flow_data import write_flo  # noqa: E402
+from pipelines.readers.flow_data import write_flo  # noqa: E402
 
 
 def _job(folder: Path, rows: list[dict], flows: dict[str, np.ndarray] | None = None) -> Path:

@@ -120,7 +120,7 @@ def test_more_gpus_than_the_machine_has(capsys, tmp_path):
 
 
 def test_crafted_ids_stay_inside_the_output(tmp_path):
-    from pipelines.model_workers import save_picture
+    from pipelines.batch.model_workers import save_picture
 
     out = tmp_path / "out"
     for item_id in ("../../escape", "/etc/passwd", "..", "a/../../b\x00c"):

@@ -18,10 +18,10 @@ import os
 import pytest
 import torch
 
-from perceiver_core import fused_attention as fa
 from perceiver_core import presets
 from perceiver_core.attention import additive_mask
 from perceiver_core.heads import PerceiverForSequenceClassification
+from perceiver_core.kernels import attention as fa
 
 # The device under test. PERCEIVER_GPU_TEST_DEVICE=cpu runs the same assertions on the CPU (tests that need
 # CUDA's allocator statistics or kernel choice skip): a check of the test code itself where no GPU exists.

@@ -1,4 +1,4 @@
-"""pipelines.flow_data: GT readers/writers, layout discovery on synthetic trees, video frame pairs.
+"""pipelines.readers.flow_data: GT readers/writers, layout discovery on synthetic trees, video frame pairs.
 
 FlyingChairs / KITTI / Middlebury data are research-only, so their layouts are rebuilt here from
 tiny synthetic files; only the CC-BY Sintel frames are bundled (tests/data/flow/sintel).
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.flow_data import (
+from pipelines.readers.flow_data import (
     FLO_MAGIC,
     FlowFormatError,
     FlowPair,
@@ -27,7 +27,7 @@ from pipelines.flow_data import (
     write_flo,
     write_kitti_flow_png,
 )
-from pipelines.video_decode import VideoDecodeError
+from pipelines.readers.video_decode import VideoDecodeError
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SHARED_FLOW = Path(os.environ.get("PERCEIVER_SAMPLE_DATA", "/work/shared/data")) / "flow"
@@ -293,7 +293,8 @@ def test_readers_take_uris(tmp_path, s3):
 
 def test_pairs_stream_folder_by_folder(layouts, monkeypatch):
     """The first pairs come before the walk has seen the whole tree (memory: one folder's names)."""
-    from pipelines import flow_data, storage
+    from pipelines import storage
+    from pipelines.readers import flow_data
 
     total = sum(1 for _ in storage.walk_files(storage.resolve(layouts)))
     consumed = []
@@ -314,7 +315,7 @@ def test_pairs_stream_folder_by_folder(layouts, monkeypatch):
 
 
 def test_output_folder_inside_the_input_is_not_searched(layouts):
-    from pipelines.flow_data import iter_flow_pairs
+    from pipelines.readers.flow_data import iter_flow_pairs
 
     for n in (1, 2):  # what a flow job writes: pictures and .flo sidecars
         write_image(layouts / "out" / "_pictures" / f"pair_{n}.png", 90 + n)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.flow_metrics import (
+from pipelines.metrics import (
     FlowMetrics,
     accuracy,
     endpoint_error,

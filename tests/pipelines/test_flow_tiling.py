@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from pipelines.flow_tiling import (
+from pipelines.stages.flow_tiling import (
     PERCEIVER_FLOW_TILE,
     flow_model_inputs,
     tile_starts,

@@ -1,4 +1,4 @@
-"""pipelines.image_io on Pillow's edge-case images (tests/data/images/edge_cases) and synthetic modes."""
+"""pipelines.readers.image_io on Pillow's edge-case images (tests/data/images/edge_cases) and synthetic modes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from pipelines.image_io import ImageDecodeError, load_image, to_rgb
+from pipelines.readers.image_io import ImageDecodeError, load_image, to_rgb
 
 EDGE = Path(__file__).resolve().parents[1] / "data" / "images" / "edge_cases"
 

@@ -28,8 +28,8 @@ from _job_helpers import (
 )
 from PIL import Image
 
-from pipelines import schemas
-from pipelines.flow_data import read_flo, write_flo, write_kitti_flow_png
+from pipelines.batch import schemas
+from pipelines.readers.flow_data import read_flo, write_flo, write_kitti_flow_png
 
 H, W = 436, 1024
 GT_FLOW = (1.5, -0.5)
@@ -171,9 +171,9 @@ def test_ground_truth_without_valid_pixels(ray_local, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Flow fields against the model: the .flo sidecars (read with the reader below, not pipelines.flow_data) compared
+# Flow fields against the model: the .flo sidecars (read below, not with pipelines.readers.flow_data) compared
 # with the same seeded tiny model run here on frames decoded with Pillow / PyAV and turned into the model's
-# input by the few lines of ``patch_features`` (not pipelines.flow_tiling).
+# input by the few lines of ``patch_features`` (not pipelines.stages.flow_tiling).
 TILE = (32, 48)  # the tiny preset's train_size: the model's input size
 CORNER = (16, 24)  # the corner region of a frame that only its corner tile covers (see test_flow_sidecars_...)
 # The random tiny model predicts flows of ~1e-4 px (its decoder divides by 100): compared relatively, to float32
@@ -199,7 +199,7 @@ def patch_features(frame: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def tiny_flow_model():
-    from pipelines.model_workers import ModelSpec
+    from pipelines.batch.model_workers import ModelSpec
 
     return ModelSpec("optical-flow", random_init=True, tiny=True).load()  # seed 0: the job's weights
 

@@ -26,7 +26,7 @@ from _job_helpers import (
 )
 from PIL import Image, ImageOps
 
-from pipelines import schemas
+from pipelines.batch import schemas
 
 UNDECODABLE = {"broken.png": "unidentified", "broken_data_stream.png": "decode_failed",
                "truncated_image.png": "truncated", "truncated_jpeg.jpg": "truncated"}
@@ -51,7 +51,7 @@ def pil_rgb(image_bytes_or_path) -> Image.Image:
 
 @functools.lru_cache(maxsize=1)
 def tiny_classifier():
-    from pipelines.model_workers import ModelSpec
+    from pipelines.batch.model_workers import ModelSpec
 
     return ModelSpec("vision-learned", random_init=True, tiny=True).load()  # seed 0: the job's weights
 
@@ -166,7 +166,7 @@ def test_parquet_with_image_bytes(ray_local, parquet_inputs, tmp_path):
 
 
 def test_parquet_ids_without_id_column_are_file_and_row(ray_local, parquet_inputs, tmp_path):
-    from pipelines.manifest import stable_id
+    from pipelines.readers.listing import stable_id
 
     folder, *_ = parquet_inputs
     out = tmp_path / "out"

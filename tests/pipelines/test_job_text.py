@@ -24,8 +24,8 @@ from _job_helpers import (
     summary,
 )
 
-from pipelines import schemas
-from pipelines.manifest import stable_id
+from pipelines.batch import schemas
+from pipelines.readers.listing import stable_id
 
 LONG_LINE = "word " * 60 + "[MASK][MASK]" + " tail" * 40  # several 126-byte windows (tiny model: 128)
 # relpath -> (line or row index, error_type or None) of every document, in manifest (sorted path) order.
@@ -142,7 +142,7 @@ ROOM = 128 - 2  # the tiny model's positions minus [CLS] and [SEP]
 
 def _direct_top_k(texts: list[str], k: int) -> list[tuple[list[int], list[float]]]:
     """The classifier run in this process, one document at a time: the reference for the job's top-k."""
-    from pipelines.model_workers import ModelSpec
+    from pipelines.batch.model_workers import ModelSpec
 
     model = ModelSpec("language", random_init=True, tiny=True, head="PerceiverForSequenceClassification",
                       num_labels=3).load()
@@ -176,7 +176,7 @@ def test_fill_mask_rows_equal_the_model(fill_run):
     """The filled texts of the job equal the tiny MLM run here window by window (the long line's two masks fall
     in its third window, after two windows without a mask); the text without masks and the Latin-1 line come
     back as they were (the latter with U+FFFD for its invalid byte)."""
-    from pipelines.model_workers import ModelSpec
+    from pipelines.batch.model_workers import ModelSpec
 
     out, _, _ = fill_run
     model = ModelSpec("language", random_init=True, tiny=True).load()  # seed 0: the job's weights

@@ -19,7 +19,7 @@ from _job_helpers import (
     summary,
 )
 
-from pipelines import schemas
+from pipelines.batch import schemas
 
 VIDEOS = DATA / "videos"
 # Files in videos/broken/ that yield no clip at all, by name prefix, and the reason they must report.
@@ -158,7 +158,7 @@ def test_odd_names_and_duplicate_names_under_two_roots(ray_local, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Rows against the model: a few clips of the job's output recomputed here, decoded with PyAV directly (not
-# through pipelines.video_decode) and run through the same seeded tiny model in this process, one clip at a time.
+# through pipelines.readers.video_decode) and run through the same seeded tiny model here, one clip at a time.
 T, SIDE, S = 4, 32, 64  # the tiny multimodal preset: 4 frames of 32 x 32, 64 audio samples per frame
 AUDIO_RATE = 25 * S  # 1,600 Hz: S samples span one 25 fps frame
 RECOMPUTED = {"torchcodec__av1_video.mkv": 2, "torchcodec__h265_video.mp4": 2, "torchcodec__nasa_13013.mp4": 2}
@@ -236,7 +236,7 @@ def test_rows_equal_the_model_on_pyav_decoded_clips(video_run):
     it, is what pins the frames and their order; the audio PSNR pins the audio (a 64-sample shift: 0.16 dB)."""
     from PIL import Image
 
-    from pipelines.model_workers import ModelSpec
+    from pipelines.batch.model_workers import ModelSpec
 
     out = video_run[0]
     model = ModelSpec("multimodal", random_init=True, tiny=True).load()  # seed 0: the job's weights

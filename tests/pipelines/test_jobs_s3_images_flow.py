@@ -19,7 +19,7 @@ from _job_helpers import DATA, TINY, bucket_fs, read_output, run_cli
 from test_job_flow import GT_FLOW, UNKNOWN, build_sintel_tree
 from test_job_images import reference_top_k
 
-from pipelines.flow_data import read_flo
+from pipelines.readers.flow_data import read_flo
 
 
 def read_s3_output(server, uri: str):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import unicodedata
 
-from pipelines import listing, storage
-from pipelines.image_io import load_image
-from pipelines.video_decode import open_video
+from pipelines import storage
+from pipelines.readers import listing
+from pipelines.readers.image_io import load_image
+from pipelines.readers.listing import normalize_relpath, stable_id
+from pipelines.readers.video_decode import open_video
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data")
 VIDEO = os.path.join(DATA, "videos", "torchcodec__h265_video.mp4")
@@ -65,3 +67,11 @@ def test_the_same_name_under_two_roots_gives_two_inputs(tmp_path):
     found = list(listing.iter_files([str(tmp_path / "day1"), str(tmp_path / "day2")], frozenset({".mp4"})))
     assert [f.relpath for f in found] == ["cam.mp4", "cam.mp4"]
     assert found[0].id != found[1].id
+
+
+def test_stable_id():
+    assert stable_id("a/b.mp4") == stable_id("a/b.mp4") and len(stable_id("a/b.mp4")) == 24
+    assert len({stable_id("a/b.mp4"), stable_id("a/b.mp4", 0), stable_id("a/b.mp4", 1), stable_id("a/c.mp4")}) == 4
+    # NFC: a decomposed "é" names the same file as the composed one.
+    decomposed = normalize_relpath("/x/cafe\u0301.txt", "/x")
+    assert decomposed == normalize_relpath("/x/caf\u00e9.txt", "/x") == "caf\u00e9.txt"

@@ -1,4 +1,4 @@
-"""pipelines.text_io: line/file/JSONL/Parquet/labelled readers, invalid UTF-8, error rows, stable ids."""
+"""pipelines.readers.text_io: line/file/JSONL/Parquet/labelled readers, invalid UTF-8, error rows, stable ids."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.manifest import stable_id
-from pipelines.text_io import (
+from pipelines.readers.listing import stable_id
+from pipelines.readers.text_io import (
     TEXT_ROW_SCHEMA,
     iter_range_lines,
     read_jsonl,

@@ -1,6 +1,6 @@
-"""pipelines.text_items without Ray: range planning and reading give exactly the documents of whole-file reading.
+"""pipelines.readers.text_items without Ray: range planning and reading give the documents of whole-file reading.
 
-The reference is ``pipelines.text_io``'s whole-file readers (lines split by ``manifest.iter_line_spans``, a
+The reference is ``pipelines.readers.text_io``'s whole-file readers (lines split by ``text_io.iter_line_spans``, a
 separate splitter); ids are also checked against ``stable_id`` computed here from the relpath.
 """
 
@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import storage, text_io, text_items
-from pipelines.manifest import stable_id
-from pipelines.text_items import ReadOptions, TextInputError, plan_items, read_item
+from pipelines import storage
+from pipelines.readers import text_io, text_items
+from pipelines.readers.listing import stable_id
+from pipelines.readers.text_items import ReadOptions, TextInputError, plan_items, read_item
 
 # BOM, CRLF, blank and whitespace-only lines, invalid UTF-8, multi-byte characters, a long line, no final newline.
 TRICKY = (b"\xef\xbb\xbfFirst line\r\n\n   \r\n\tSecond \xe2\x80\x94 line\n" + b"caf\xe9 au lait\n"
@@ -223,7 +224,7 @@ def test_a_file_gone_before_reading_is_one_read_error_row(corpus):
 
 
 def test_tokenize_items(corpus, monkeypatch):
-    from pipelines import schemas
+    from pipelines.batch import schemas
     from pipelines.stages.text import TOKEN_SCHEMA, tokenize_items
 
     (corpus / "m.jsonl").write_text('{"text": "a [MASK]"}\n{"text": 1}\n')

@@ -1,4 +1,4 @@
-"""pipelines.video_decode on real sample clips (tests/data/videos) and broken files."""
+"""pipelines.readers.video_decode on real sample clips (tests/data/videos) and broken files."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from pipelines.video_decode import (
+from pipelines.readers.video_decode import (
     Clip,
     ClipSpec,
     FrameResizer,

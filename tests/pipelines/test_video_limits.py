@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines import video_decode
+from pipelines.readers import clips
+from pipelines.readers.video_decode import MAX_GAP_FRAMES, ClipSpec, count_clips, iter_clips
 from pipelines.stages.video import decode_videos
-from pipelines.video_decode import MAX_GAP_FRAMES, ClipSpec, count_clips, iter_clips
 
 FPS = 25
 DARK, BRIGHT = 60, 180  # grey levels of the frames before / after the gap
@@ -82,7 +82,7 @@ def test_gap_just_under_the_cap_is_filled():
 
 @pytest.fixture
 def small_clip_limit(monkeypatch):
-    monkeypatch.setattr(video_decode, "MAX_CLIPS_PER_VIDEO", 3)
+    monkeypatch.setattr(clips, "MAX_CLIPS_PER_VIDEO", 3)
     return 3
 
 

@@ -29,7 +29,7 @@ VIDEOS = ROOT / "tests" / "data" / "videos"
 SMALL_CLIPS = [VIDEOS / "torchcodec__h265_video.mp4", VIDEOS / "moviepy__big_buck_bunny_432_433.webm"]
 TINY_VIDEO = ["--model", "multimodal", "--random-init", "--tiny", "--no-progress"]
 CLUSTER_SCRIPT = Path(__file__).with_name("_cluster_script.py")
-PART_RE = re.compile(r"^part-\d+\.parquet$")  # pipelines.commit: part-<shard>.parquet, written whole
+PART_RE = re.compile(r"^part-\d+\.parquet$")  # pipelines.batch.sink: part-<shard>.parquet, written whole
 STORAGE_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
                "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 

@@ -1,7 +1,7 @@
 """SIGKILL the whole video job (driver, local Ray and its workers) half-way; a rerun of the same command
 finishes the job, and the output holds every input exactly once (no duplicates, no gaps).
 
-Guarantee (pipelines/commit.py): shard k's rows are written whole to ``part-<k>.parquet`` by one atomic
+Guarantee (pipelines/batch/sink.py): shard k's rows are written whole to ``part-<k>.parquet`` by one atomic
 write (mkstemp + fsync + rename), so a kill leaves complete parts and hidden temporaries only, and a rerun
 does exactly the shards without a part. A broken input among them stays one error row across the kill.
 """

@@ -3,7 +3,7 @@ folder should be) is never the input's fault: the job stops with one line naming
 (exit 1), no error row is recorded for the inputs, they stay pending, and the rerun after the fix completes
 exactly once with no ``model_error`` row.
 
-Guarantee (pipelines/shard_worker.py, pipelines/commit.py): ``storage.OutputWriteError`` is re-raised by the
+Guarantee (pipelines/batch/shard_worker.py, pipelines/batch/sink.py): ``storage.OutputWriteError`` is re-raised by the
 model worker (never an error row), reported by the shard worker as ``RESULT_SCHEMA.output_error`` (Ray would
 wrap a raised exception and lose its type) and raised by the driver, which stops the job.
 """

@@ -7,7 +7,7 @@ line (exit 1, or 2 when the folder is refused before any work). The file or fold
 Guarantee (pipelines/storage.py ``write_atomic``/``check_writable``): every folder between the output and
 the target, and the target itself, must not be a symlink; writes go to a fresh temporary in the target's
 folder and are renamed over the name (a rename replaces a link, it does not follow it); a planted link at a
-part's name never counts as a commit (``commit.is_committed``).
+part's name never counts as a commit (``sink.is_committed``).
 """
 
 from __future__ import annotations

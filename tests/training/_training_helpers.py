@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pipelines.flow_data import write_flo
+from pipelines.readers.flow_data import write_flo
 from pipelines.training.synthetic_flow import SyntheticFlowSpec, make_pair
 
 

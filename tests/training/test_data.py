@@ -8,12 +8,12 @@ import torch
 from _training_helpers import write_flow_pairs
 
 from perceiver_core import presets
+from pipelines.readers.flow_data import read_flo
 from pipelines.training import data
 from pipelines.training.config import TrainConfig
-from pipelines.training.flow_pairs import discover_flow_pairs, load_pair, read_flo
 from pipelines.training.synthetic_flow import SyntheticFlowSpec, make_pair
 from pipelines.training.tasks import get_task
-from pipelines.training.tasks.flow import real_pairs_batch
+from pipelines.training.tasks.flow import labelled_pairs, load_row, real_pairs_batch
 from pipelines.training.tasks.images import load_images_batch
 from pipelines.training.tasks.text import encode_labelled_batch, windows_batch
 from pipelines.training.tasks.video import decode_batch
@@ -34,6 +34,27 @@ def test_labelled_lines_and_vocabulary():
     assert named["arm wrestling"] == 2 and named["2"] == 2
     with pytest.raises(ValueError):
         data.label_vocabulary(["zumba"], names=["abseiling"])
+
+
+def test_labels_the_model_has_no_class_for_are_skipped_with_a_warning():
+    names = {0: "1", 1: "5", 2: "9"}  # integer class names (labels 1, 5, 9 numbered in sorted order)
+    lookup = data.label_lookup(names)
+    assert lookup == {"1": 0, "5": 1, "9": 2}
+    with pytest.warns(data.LabelWarning, match="'2'"):  # "2" is no class: never id 2 (which is class "9")
+        assert data.encode_labels(["9", "2", "1"], lookup).tolist() == [2, -1, 0]
+    unnamed = {i: f"LABEL_{i}" for i in range(3)}  # a checkpoint without names: the labels are the ids
+    assert data.has_default_names(unnamed) and not data.has_default_names(names)
+    ids = data.label_lookup(unnamed, ids_too=True)
+    with pytest.warns(data.LabelWarning, match="'7'.*3 classes"):  # an id outside the model's range
+        enc = encode_labelled_batch({"text": np.array(["a", "b", "c"], dtype=object),
+                                     "label": np.array(["2", "7", "0"], dtype=object)}, seq_len=8, label2id=ids)
+    assert enc["label"].tolist() == [2, 0] and enc["ids"].shape == (2, 8)
+    assert enc["ids"][1, 1] == ord("c") + 6  # the rows kept are the texts of the kept labels
+    src = DATA / "images" / "natural"
+    with pytest.warns(data.LabelWarning, match="'zebra'"):
+        batch = load_images_batch({"path": np.array([str(src / "chelsea.png"), str(src / "coffee.png")]),
+                                   "label": np.array(["zebra", "cup"])}, size=16, label2id={"cat": 0, "cup": 1})
+    assert batch["label"].tolist() == [1] and batch["image"].shape == (1, 16, 16, 3)
 
 
 def test_text_windows_and_labelled_encoding():
@@ -73,12 +94,12 @@ def test_video_clips_for_training():
 
 def test_flow_pairs_discovery_loading_and_crops(tmp_path):
     root = write_flow_pairs(tmp_path / "chairs")
-    pairs = discover_flow_pairs(root)
-    assert len(pairs) == 2 and pairs[0].source == "chairs"
-    pair = load_pair(pairs[0])
+    pairs = labelled_pairs(str(root))
+    assert len(pairs) == 2 and pairs[0]["source"] == "chairs"
+    pair = load_row(pairs[0])
     assert pair["frame1"].shape == (40, 56, 3) and not pair["valid"][0, 0] and pair["valid"].sum() == 40 * 56 - 1
-    assert read_flo(pairs[0].flow).shape == (40, 56, 2)
-    cols = {k: np.array([getattr(p, k) for p in pairs]) for k in ("frame1", "frame2", "flow", "source")}
+    assert read_flo(pairs[0]["flow_path"]).shape == (40, 56, 2)
+    cols = {k: np.array([p[k] for p in pairs]) for k in pairs[0]}
     crops = real_pairs_batch(cols, size=(24, 32), seed=0)
     assert crops["frame1"].shape == (2, 24, 32, 3) and crops["flow"].shape == (2, 24, 32, 2)
     again = real_pairs_batch(cols, size=(24, 32), seed=0)
@@ -161,7 +182,7 @@ def test_image_classification_step(tiny_models):
     model = tiny_models["vision-fourier"]
     images = np.random.default_rng(0).integers(0, 255, (2, 36, 36, 3), dtype=np.uint8)
     batch = {"image": images, "label": np.array([1, 7])}
-    summary, out, prepared = _step("image-classification", model, batch, model.config, image_size=32,
+    summary, out, prepared = _step("image-classification", model, batch, model.config, image={"size": 32},
                                    augment=False)
     torch.testing.assert_close(prepared["inputs"], _normalised(images[:, 2:34, 2:34]))  # the centre crop
     logits = _again(model, inputs=prepared["inputs"])
@@ -169,7 +190,7 @@ def test_image_classification_step(tiny_models):
     assert summary["loss"] == pytest.approx(float(expected), rel=1e-5)
     assert summary["accuracy"] == float((logits.argmax(-1) == torch.tensor([1, 7])).float().mean())
     # With augmentation every example is some 32 x 32 crop of its image, mirrored or not.
-    _, _, augmented = _step("image-classification", model, batch, model.config, image_size=32, augment=True)
+    _, _, augmented = _step("image-classification", model, batch, model.config, image={"size": 32}, augment=True)
     for i in range(2):
         crops = [images[i, top:top + 32, left:left + 32] for top in range(5) for left in range(5)]
         candidates = _normalised(np.stack(crops + [c[:, ::-1] for c in crops]))
@@ -182,7 +203,7 @@ def test_flow_step(tiny_models, points):
     h, w = model.config.train_size
     pair = make_pair(SyntheticFlowSpec(height=h, width=w), 0)
     batch = {k: pair[k][None] for k in ("frame1", "frame2", "flow", "valid")}
-    summary, out, prepared = _step("optical-flow", model, batch, model.config, flow_output_points=points,
+    summary, out, prepared = _step("optical-flow", model, batch, model.config, flow={"output_points": points},
                                    augment=False)
     magnitude = np.linalg.norm(pair["flow"], axis=-1)  # (H, W)
     if points is None:  # every pixel decoded: EPE of the model's flow, the zero-flow baseline over all pixels
@@ -205,7 +226,7 @@ def test_multimodal_step(tiny_models):
     audio = rng.uniform(-1, 1, (2, c.num_frames * c.audio_samples_per_frame)).astype(np.float32)
     summary, out, prepared = _step("multimodal-autoencoding", model, {"video": video, "audio": audio,
                                                                         "label": np.array([2, -1])},
-                                   c, output_points=64, augment=False)
+                                   c, video={"output_points": 64}, augment=False)
     points = prepared["image_points"].numpy()  # (2, 64) flat (T, H, W) indices per clip
     inputs = {"image": prepared["video"], "audio": prepared["audio"], "label": torch.zeros(2, c.num_labels)}
     logits = _again(model, inputs=inputs, subsampled_output_points={"image": prepared["image_points"],

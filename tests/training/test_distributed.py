@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from _faults import Fault, inject
 
 from perceiver_core import PerceiverForMaskedLM
 from pipelines.training.checkpointing import TrainerState, is_complete
 from pipelines.training.config import TrainConfig
-from pipelines.training.metrics import read_metrics_csv
+from pipelines.training.reporting import read_metrics_csv
 from pipelines.training.tasks import get_task
 from pipelines.training.trainer import fit
 
@@ -21,15 +22,16 @@ UDHR = Path(__file__).resolve().parents[1] / "data" / "text" / "udhr"
 
 
 @pytest.mark.slow  # a long multi-worker run: `pytest -m slow` (CI runs it)
-def test_two_workers_killed_mid_checkpoint_resume_and_checkpoint_loads(ray_session, tmp_path):
+def test_two_workers_killed_mid_checkpoint_resume_and_checkpoint_loads(ray_session, tmp_path, monkeypatch):
+    fault = Fault(step=4, mode="during-checkpoint", marker_dir=str(tmp_path / "faults"))
+    inject(monkeypatch, fault)
     config = TrainConfig(task="mlm", data=(str(UDHR / "eng.txt"), str(UDHR / "fra.txt")), tiny=True, max_steps=6,
-                         batch_size=4, log_every=1,
-                         checkpoint_every=2, warmup_steps=1, num_workers=2, max_failures=1, fail_at_step=4,
-                         fail_mode="during-checkpoint", output_dir=str(tmp_path), name="ddp")
+                         batch_size=4, log_every=1, checkpoint_every=2, warmup_steps=1, num_workers=2,
+                         max_failures=1, output_dir=str(tmp_path), name="ddp")
     result = fit(config)
 
     # rank 0 died (os._exit) half-way through writing checkpoint 4: the restart resumed from checkpoint 2
-    assert (Path(result.run_dir) / ".fault-injected-step-4").exists()
+    assert fault.marker.exists()
     assert result.start_step == 2 and result.step == 6
     rows = read_metrics_csv(Path(result.run_dir) / "metrics.csv")
     steps = [(r["attempt"], r["step"]) for r in rows if r["split"] == "train"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from perceiver_core import PerceiverForOpticalFlow, presets
-from pipelines.flow_tiling import flow_model_inputs
+from pipelines.stages.flow_tiling import flow_model_inputs
 from pipelines.training.config import TrainConfig
 from pipelines.training.init_schemes import apply_init, variance_scaling_
 from pipelines.training.models import build_model, resolve_model
@@ -55,7 +55,7 @@ def test_optical_flow_fresh_models_get_the_flow_recipe_and_checkpoints_are_not_r
     assert float(to_k.weight.std()) == pytest.approx(0.88 * to_k.in_features ** -0.5, rel=0.15)
 
     plain = TrainConfig(task="optical-flow", tiny=True, model_config={"train_size": [16, 16]},
-                        init_scheme="transformers", flow_input_gain=1.0, flow_difference_units=0)
+                        init_scheme="transformers", flow={"input_gain": 1.0, "difference_units": 0})
     model2 = build_model(plain, head, model_config, task)
     assert float(model2.perceiver.input_preprocessor.patch_projection.weight.std()) == pytest.approx(0.02, rel=0.2)
 

@@ -74,8 +74,8 @@ def test_mlm_learns_the_bytes_of_a_small_text():
     text = "the cat sat on the mat. " * 24
     ids = windows_batch({"text": np.array([text], dtype=object)}, seq_len=64, packing="pack")["ids"][:N]
     assert ids.shape == (N, 64)
-    fit = overfit("mlm", {"ids": ids}, presets.config("language", tiny=True), steps=40, lr=3e-3, seq_len=64,
-                  mask_prob=0.3)
+    fit = overfit("mlm", {"ids": ids}, presets.config("language", tiny=True), steps=40, lr=3e-3,
+                  text={"seq_len": 64, "mask_prob": 0.3})
     assert fit.losses[0] == pytest.approx(np.log(262), abs=0.2)
     assert fit.ratio < 0.5, fit.losses
     first, last = fit.outputs[0].stats, fit.outputs[-1].stats
@@ -88,8 +88,9 @@ def test_text_classification_learns_eight_labelled_texts():
     texts = np.array([f"{names[i % 4]} {i}" for i in range(N)], dtype=object)
     labels = np.array([str(i % 4) for i in range(N)], dtype=object)
     enc = encode_labelled_batch({"text": texts, "label": labels}, seq_len=32, label2id={str(i): i for i in range(4)})
-    fit = overfit("text-classification", enc, presets.config("language", tiny=True, num_labels=4), steps=60,
-                  lr=1e-3, seq_len=32)
+    # 100 steps: at 60 the loss is still ~0.5 and whether all 8 are right depends on float rounding order
+    fit = overfit("text-classification", enc, presets.config("language", tiny=True, num_labels=4), steps=100,
+                  lr=1e-3, text={"seq_len": 32})
     assert fit.losses[0] == pytest.approx(np.log(4), abs=0.1)
     assert fit.ratio < 0.5, fit.losses
     assert fit.outputs[-1].stats["correct"] == N
@@ -104,7 +105,7 @@ def test_image_classification_learns_the_dominant_colour():
     images = (rng.integers(0, 96, (N, 18, 18, 3)) + lift[:, None, None, :]).astype(np.uint8)
     fit = overfit("image-classification", {"image": images, "label": labels},
                   presets.config("vision-fourier", tiny=True, num_labels=4), steps=40, lr=3e-3,
-                  preset="vision-fourier", image_size=16)
+                  preset="vision-fourier", image={"size": 16})
     assert fit.losses[0] == pytest.approx(np.log(4), abs=0.1)
     assert fit.ratio < 0.5, fit.losses
     assert fit.outputs[-1].stats["correct"] == N
@@ -115,7 +116,7 @@ def test_optical_flow_learns_synthetic_pairs():
     below half of the fresh model's (which predicts ~zero flow: its first EPE is the mean motion)."""
     model_config = presets.config("optical-flow", tiny=True, train_size=(12, 16))
     batch = make_batch(SyntheticFlowSpec(height=12, width=16), list(range(N)))
-    fit = overfit("optical-flow", batch, model_config, steps=60, lr=3e-3, flow_output_points=48)
+    fit = overfit("optical-flow", batch, model_config, steps=60, lr=3e-3, flow={"output_points": 48})
     first = fit.outputs[0].stats
     assert fit.losses[0] == pytest.approx(first["zero_sum"] / first["pixels"], rel=0.2)
     assert fit.ratio < 0.5, fit.losses
@@ -133,8 +134,8 @@ def test_multimodal_autoencoding_learns_clips_through_the_latents():
     video = np.broadcast_to(colours, (N, t, s, s, 3)).astype(np.uint8)
     audio = np.full((N, t * model_config.audio_samples_per_frame), 0.3, np.float32)
     fit = overfit("multimodal-autoencoding", {"video": video, "audio": audio, "label": np.arange(N) % 5},
-                  model_config, steps=60, lr=3e-3, output_points=64,
-                  loss_weights={"image": 1.0, "audio": 1.0, "label": 1e-4})
+                  model_config, steps=60, lr=3e-3,
+                  video={"output_points": 64, "loss_weights": {"image": 1.0, "audio": 1.0, "label": 1e-4}})
     assert fit.ratio < 0.5, fit.losses
     image_loss = fit.outputs[-1].stats["image_loss_sum"] / N
     colour_variance = float((colours / 255.0).var(axis=0).mean())  # MSE of the mean colour over the clips

@@ -5,17 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.training.metrics import (
-    MetricsCSV,
-    add_stats,
-    bits_per_byte,
-    byte_histogram,
-    progress_line,
-    psnr,
-    read_metrics_csv,
-    unigram_bits_per_byte,
-)
+from pipelines.metrics import bits_per_byte, byte_histogram, psnr_from_mse, unigram_bits_per_byte
 from pipelines.training.optim import build_optimizer, build_scheduler, warmup_cosine
+from pipelines.training.reporting import MetricsCSV, add_stats, progress_line, read_metrics_csv
 
 
 def test_bits_per_byte_is_nats_over_ln2():
@@ -42,8 +34,10 @@ def test_byte_histogram_skips_special_ids():
 
 
 def test_psnr():
-    assert float(psnr(0.01)) == pytest.approx(20.0)
-    assert float(psnr(torch.tensor([1e-4]), peak=1.0)[0]) == pytest.approx(40.0)
+    assert float(psnr_from_mse(0.01)) == pytest.approx(20.0)
+    assert float(psnr_from_mse(torch.tensor([1e-4]), data_range=1.0)[0]) == pytest.approx(40.0)
+    assert float(psnr_from_mse(4e-2, data_range=2.0)) == pytest.approx(20.0)
+    assert float(psnr_from_mse(0.0)) == float("inf")
 
 
 def test_metrics_csv_appends_and_keeps_its_columns(tmp_path):

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _faults import Fault, inject
 
 from jobs import train as train_cmd
 from perceiver_core import load_pretrained
@@ -34,7 +35,7 @@ from pipelines.storage import StorageError
 from pipelines.training import data
 from pipelines.training.checkpointing import CHECKPOINT_FILES
 from pipelines.training.config import TrainConfig
-from pipelines.training.metrics import read_metrics_csv
+from pipelines.training.reporting import read_metrics_csv
 from pipelines.training.tasks import get_task
 from pipelines.training.tasks.images import RESIZE_RATIO, load_images_batch
 from pipelines.training.trainer import fit, init_ray, prepare_run
@@ -169,7 +170,7 @@ def test_mlm_on_s3_stops_resumes_and_exports_a_loadable_model(store, tmp_path, m
     monkeypatch.chdir(cwd)
 
     kw = {"task": "mlm", "data": (f"s3://{bucket}/corpus/*.parquet",), "eval_data": (f"s3://{bucket}/heldout",),
-          "text_column": "body", "tiny": True, "max_steps": 2, "batch_size": 2, "log_every": 1,
+          "text": {"column": "body"}, "tiny": True, "max_steps": 2, "batch_size": 2, "log_every": 1,
           "checkpoint_every": 2, "warmup_steps": 1, "eval_batches": 2, "num_workers": 0,
           "output_dir": f"s3://{bucket}/runs", "name": "mlm"}
     first = fit(TrainConfig(**kw))
@@ -228,7 +229,8 @@ def test_rows_read_before_step_one_are_bounded(store):
                                                     f"with enough bytes to fill a few windows\n" for j in range(60)))
     first_two = {"clf/part-000.txt", "clf/part-001.txt"}  # 30 rows = the first file and part of the second
     config = TrainConfig(task="text-classification", data=(f"s3://{bucket}/clf/",), eval_data=(dev,), tiny=True,
-                         sample_rows=30, seq_len=64, num_workers=0, output_dir=f"s3://{bucket}/runs", name="c")
+                         sample_rows=30, text={"seq_len": 64}, num_workers=0, output_dir=f"s3://{bucket}/runs",
+                         name="c")
     init_ray(config)
     with objects_read(bucket) as read:
         prepared = prepare_run(config)
@@ -254,7 +256,7 @@ def test_image_classification_reads_its_images_from_s3(store, tmp_path):
     for name in names:
         put(store, bucket, f"imgs/{name}", (src / name).read_bytes())
     put(store, bucket, "imgs/labels.csv", "file,label\n" + "".join(f"{n},{c}\n" for n, c in names.items()))
-    config = TrainConfig(task="image-classification", data=(f"s3://{bucket}/imgs",), tiny=True, image_size=32,
+    config = TrainConfig(task="image-classification", data=(f"s3://{bucket}/imgs",), tiny=True, image={"size": 32},
                          max_steps=1, num_workers=0, output_dir=str(tmp_path / "runs"), name="i")
     init_ray(config)
     prepared = prepare_run(config)
@@ -270,7 +272,7 @@ def test_image_classification_reads_its_images_from_s3(store, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_train_worker_killed_then_resumed_from_s3(store, tmp_path):
+def test_ray_train_worker_killed_then_resumed_from_s3(store, tmp_path, monkeypatch):
     """A real Ray Train worker (num_workers=1) checkpoints through RunConfig(storage_path, storage_filesystem),
     dies at step 3 (os._exit, no restarts allowed), and a rerun with --resume continues from checkpoint 2."""
     bucket = store.new_bucket()
@@ -281,10 +283,13 @@ def test_ray_train_worker_killed_then_resumed_from_s3(store, tmp_path):
           "output_dir": f"s3://{bucket}/runs", "name": "ddp"}
     from ray.train import TrainingFailedError
 
-    with pytest.raises(TrainingFailedError):
-        fit(TrainConfig(**kw, fail_at_step=3, fail_mode="exit", max_failures=0))
+    fault = Fault(step=3, mode="exit", marker_dir=str(tmp_path / "faults"))
+    with monkeypatch.context() as patch:
+        inject(patch, fault)
+        with pytest.raises(TrainingFailedError):
+            fit(TrainConfig(**kw, max_failures=0))
     keys = set(store.keys(bucket, "runs/ddp/"))
-    assert "runs/ddp/.fault-injected-step-3" in keys and "runs/ddp/checkpoint_00000002/trainer_state.json" in keys
+    assert fault.marker.exists() and "runs/ddp/checkpoint_00000002/trainer_state.json" in keys
     assert not any(k.startswith("runs/ddp/checkpoint_00000004") for k in keys)
 
     result = fit(TrainConfig(**kw, resume=True, export_dir=f"s3://{bucket}/export"))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .base import StepOutput, Task, TaskCollate, TrainingModule
-from .flow import OpticalFlow
-from .images import ImageClassification
-from .text import MaskedLanguageModelling, TextClassification
-from .video import MultimodalAutoencoding
+from pipelines.training.tasks.base import StepOutput, Task, TaskCollate, TrainingModule
+from pipelines.training.tasks.flow import OpticalFlow
+from pipelines.training.tasks.images import ImageClassification
+from pipelines.training.tasks.text import MaskedLanguageModelling, TextClassification
+from pipelines.training.tasks.video import MultimodalAutoencoding
 
 _TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (
     MaskedLanguageModelling, TextClassification, ImageClassification, OpticalFlow, MultimodalAutoencoding)}

@@ -16,9 +16,8 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 from torch import nn
 
 from perceiver_core import PerceiverConfig, presets
-
-from ..config import TrainConfig
-from ..init_schemes import apply_init
+from pipelines.training.config import TrainConfig
+from pipelines.training.init_schemes import apply_init
 
 
 def as_tensor(array: np.ndarray) -> torch.Tensor:
@@ -136,5 +135,5 @@ class Task:
         """The model's output on a fixed input: lets tests compare a saved checkpoint with the trained model."""
         raise NotImplementedError
 
-    def save_extras(self, directory, model_config: PerceiverConfig) -> None:
+    def save_extras(self, directory, config: TrainConfig, model_config: PerceiverConfig) -> None:
         """Files saved beside a model checkpoint (tokenizer, preprocessing config)."""

@@ -2,13 +2,14 @@
 
 Training examples are (frame1, frame2, flow, valid) crops of the model's ``train_size``. Evaluation runs the
 production recipe on full-resolution pairs: optionally downscale by ``flow_eval_scale``, cover the frame with
-overlapping model-sized tiles (``pipelines.flow_tiling``), upsample the flow back and compare with the ground
+overlapping model-sized tiles (``pipelines.stages.flow_tiling``), upsample the flow back and compare with the ground
 truth in original pixels, beside the zero-flow baseline.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import zlib
 
 import numpy as np
@@ -17,17 +18,37 @@ import torch.nn.functional as F
 
 from perceiver_core import PerceiverForOpticalFlow
 from perceiver_core.losses import endpoint_error
-from pipelines.flow_metrics import flow_error_sums
-from pipelines.flow_tiling import flow_model_inputs, tiled_flow
-
-from ..config import TrainConfig
-from ..flow_pairs import FlowPair, discover_flow_pairs, load_pair
-from ..synthetic_flow import SyntheticFlowSpec, make_batch
-from .base import StepOutput, Task, model_device
+from pipelines import storage
+from pipelines.metrics import flow_error_sums
+from pipelines.readers import flow_data
+from pipelines.stages.flow_tiling import flow_model_inputs, tiled_flow
+from pipelines.training.config import TrainConfig
+from pipelines.training.synthetic_flow import SyntheticFlowSpec, make_batch
+from pipelines.training.tasks.base import StepOutput, Task, model_device
 
 
 def flow_size_for(config: TrainConfig, model_config) -> tuple[int, int]:
-    return tuple(config.flow_size or model_config.train_size)
+    return tuple(config.flow.size or model_config.train_size)
+
+
+def source_name(root: str) -> str:
+    """A short name of a dataset root for per-dataset metrics, e.g. ``flyingchairs``."""
+    name = storage.resolve(root).name
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "flow"
+
+
+def labelled_pairs(root: str) -> list[dict]:
+    """Rows (``flow_data.FlowPair``'s fields + ``source``) of every pair with ground truth under ``root``."""
+    source = source_name(root)
+    return [dataclasses.asdict(p) | {"source": source}
+            for p in flow_data.discover_flow_pairs(root) if p.flow_path is not None]
+
+
+def load_row(row: dict) -> dict[str, np.ndarray]:
+    """A ``labelled_pairs`` row -> frame1, frame2 (H, W, 3) uint8, flow (H, W, 2) float32 px, valid (H, W) bool."""
+    pair = flow_data.FlowPair(**{f.name: row[f.name] for f in dataclasses.fields(flow_data.FlowPair)})
+    loaded = flow_data.load_pair(pair)
+    return {"frame1": loaded.img1, "frame2": loaded.img2, "flow": loaded.flow, "valid": loaded.valid}
 
 
 def synthetic_batch(batch: dict[str, np.ndarray], spec: dict, seed: int) -> dict[str, np.ndarray]:
@@ -40,8 +61,10 @@ def real_pairs_batch(batch: dict[str, np.ndarray], size: tuple[int, int], seed: 
     """Pair paths -> one random (seeded per pair) crop of ``size`` per pair; pairs smaller than that are
     resized up (flow scaled with them)."""
     out = {k: [] for k in ("frame1", "frame2", "flow", "valid")}
-    for f1, f2, fl, src in zip(batch["frame1"], batch["frame2"], batch["flow"], batch["source"]):
-        pair = load_pair(FlowPair(str(f1), str(f2), str(fl), str(src)))
+    for values in zip(*batch.values()):
+        row = {k: (None if v is None else str(v)) for k, v in zip(batch, values)}
+        f1 = row["frame1_path"]
+        pair = load_row(row)
         h, w = pair["flow"].shape[:2]
         th, tw = size
         if h < th or w < tw:
@@ -76,10 +99,10 @@ class OpticalFlow(Task):
     def head_class(self, config, model_config):
         return PerceiverForOpticalFlow
 
-    def _eval_pairs(self, config) -> list[FlowPair]:
-        pairs: list[FlowPair] = []
+    def _eval_pairs(self, config) -> list[dict]:
+        pairs: list[dict] = []
         for root in config.eval_data:
-            pairs.extend(discover_flow_pairs(root))
+            pairs.extend(labelled_pairs(root))
         if config.eval_data and not pairs:
             raise FileNotFoundError(f"no flow pairs with ground truth under {list(config.eval_data)}")
         return pairs
@@ -92,23 +115,23 @@ class OpticalFlow(Task):
             train = None
         elif config.synthetic_flow:
             spec = dataclasses.asdict(SyntheticFlowSpec(height=size[0], width=size[1],
-                                                        max_translation=config.flow_max_motion))
-            train = ray.data.range(config.synthetic_pairs).map_batches(
+                                                        max_translation=config.flow.max_motion))
+            train = ray.data.range(config.flow.synthetic_pairs).map_batches(
                 synthetic_batch, fn_kwargs={"spec": spec, "seed": config.seed}, batch_size=16, batch_format="numpy")
         else:
-            pairs = [p for root in config.data for p in discover_flow_pairs(root)]
+            pairs = [p for root in config.data for p in labelled_pairs(root)]
             if not pairs:
                 raise FileNotFoundError(f"no flow pairs with ground truth under {list(config.data)}")
-            train = ray.data.from_items([dataclasses.asdict(p) for p in pairs]).map_batches(
+            train = ray.data.from_items(pairs).map_batches(
                 real_pairs_batch, fn_kwargs={"size": size, "seed": config.seed}, batch_size=8, batch_format="numpy")
         out = {"train": train} if train is not None else {}
         if config.eval_data:
-            out["val"] = ray.data.from_items([dataclasses.asdict(p) for p in self._eval_pairs(config)])
+            out["val"] = ray.data.from_items(self._eval_pairs(config))
         return out
 
     def metric_names(self, config):
         names = ["loss", "epe", "zero_flow_epe", "acc_1px", "acc_3px"]
-        for source in sorted({p.source for p in self._eval_pairs(config)}):
+        for source in sorted({p["source"] for p in self._eval_pairs(config)}):
             names += [f"epe_{source}", f"zero_flow_epe_{source}"]
         return names
 
@@ -122,8 +145,8 @@ class OpticalFlow(Task):
         super().init_fresh_model(model, config)
         with torch.no_grad():
             weight = model.perceiver.input_preprocessor.patch_projection.weight
-            weight.mul_(config.flow_input_gain)
-            difference_filters_(weight, config.flow_difference_units, config.flow_difference_gain)
+            weight.mul_(config.flow.input_gain)
+            difference_filters_(weight, config.flow.difference_units, config.flow.difference_gain)
         return model
 
     def param_lr_multipliers(self, model_config):
@@ -143,8 +166,8 @@ class OpticalFlow(Task):
         out = {"inputs": flow_model_inputs(f1, f2).to(device), "flow": flow.float().to(device),
                "valid": valid.bool().to(device)}
         b, h, w = valid.shape
-        if train and config.flow_output_points and config.flow_output_points < h * w:
-            points = torch.from_numpy(np.argsort(rng.random((b, h * w)), axis=1)[:, :config.flow_output_points])
+        if train and config.flow.output_points and config.flow.output_points < h * w:
+            points = torch.from_numpy(np.argsort(rng.random((b, h * w)), axis=1)[:, :config.flow.output_points])
             out["points"] = points.to(device)
         return out
 
@@ -176,8 +199,8 @@ class OpticalFlow(Task):
             for i, row in enumerate(dataset.iter_rows()):
                 if config.eval_batches is not None and i >= config.eval_batches:
                     break
-                pair = load_pair(FlowPair(row["frame1"], row["frame2"], row["flow"], row["source"]))
-                pred = predict_full_frame(pair, predict, tile, config.flow_eval_scale)
+                pair = load_row(row)
+                pred = predict_full_frame(pair, predict, tile, config.flow.eval_scale)
                 sums = flow_error_sums(pred, pair["flow"], pair["valid"])
                 zero = flow_error_sums(np.zeros_like(pair["flow"]), pair["flow"], pair["valid"])
                 for prefix in (f"{row['source']}/", ""):

@@ -1,4 +1,10 @@
-"""Image classification (learned / Fourier / conv Perceiver heads) on labelled image folders."""
+"""Image classification (learned / Fourier / conv Perceiver heads) on labelled image folders.
+
+Labels are class names or integer ids (``labels.csv``, or class sub-folders); the names found are numbered in
+sorted order (or by ``--label-names``) and saved as the model's ``id2label`` / ``label2id``. A held-out label
+the model has no class for is skipped with a ``data.LabelWarning``. Saved models carry a
+``preprocessor_config.json`` at the training image size, which the ``images`` batch job reads.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,32 @@ import torch
 
 from perceiver_core.image_processor import IMAGENET_MEAN, IMAGENET_STD
 from pipelines import storage
-
-from .. import data
-from .base import StepOutput, Task, model_device
-from .text import classification_stats, summarize_classification
+from pipelines.training import data
+from pipelines.training.tasks.base import StepOutput, Task, model_device
+from pipelines.training.tasks.text import classification_stats, summarize_classification
 
 RESIZE_RATIO = 8 / 7  # stored images are this much larger than the crop: random crops in training, centre in eval
 
 
 def image_size_for(config, model_config) -> int:
-    if config.image_size:
-        return config.image_size
+    if config.image.size:
+        return config.image.size
     return model_config.image_size if config.preset_name == "vision-learned" else 224
+
+
+def image_processor_for(size: int):
+    """The processor that reproduces this task's evaluation preprocessing at ``size``: shorter side to
+    ``size * RESIZE_RATIO``, centre crop ``size`` (transformers' ``crop_size`` is that larger side)."""
+    from perceiver_core import PerceiverImageProcessor
+
+    stored = round(size * RESIZE_RATIO)
+    return PerceiverImageProcessor(size={"height": size, "width": size}, crop_size={"height": stored, "width": stored})
+
+
+def model_label_lookup(config, model_config) -> dict[str, int]:
+    """Label string -> id for this run's model (names; integer ids too with --label-names or unnamed classes)."""
+    names = model_config.labels
+    return data.label_lookup(names, ids_too=config.label_names is not None or data.has_default_names(names))
 
 
 def _open_image(path: str):
@@ -34,11 +54,14 @@ def _open_image(path: str):
 
 def load_images_batch(batch: dict[str, np.ndarray], size: int, label2id: dict[str, int]) -> dict[str, np.ndarray]:
     """Paths or URIs -> RGB (EXIF-rotated) images, shorter side resized to ``size`` and centre-cropped:
-    (n, size, size, 3) uint8, plus label ids. Unreadable images are dropped (and named in the worker's log)."""
+    (n, size, size, 3) uint8, plus label ids. Unreadable images and labels ``label2id`` lacks are dropped (and
+    named in the worker's log)."""
     from PIL import Image, ImageOps
 
     images, labels = [], []
-    for path, label in zip(batch["path"], batch["label"]):
+    for path, label in zip(batch["path"], data.encode_labels(batch["label"], label2id, where="image").tolist()):
+        if label < 0:  # a label the model has no class for (warned): skipped, never another class
+            continue
         try:
             with _open_image(str(path)) as im:
                 im = ImageOps.exif_transpose(im).convert("RGB")
@@ -47,7 +70,7 @@ def load_images_batch(batch: dict[str, np.ndarray], size: int, label2id: dict[st
                 im = im.resize((w, h), Image.Resampling.BICUBIC)
                 left, top = (w - size) // 2, (h - size) // 2
                 images.append(np.asarray(im.crop((left, top, left + size, top + size))))
-                labels.append(label2id[str(label)])
+                labels.append(label)
         except (OSError, ValueError) as exc:  # corrupt / truncated files: skip the row, keep training
             print(f"skipping unreadable image {path}: {exc}")
     return {"image": np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8),
@@ -71,12 +94,14 @@ class ImageClassification(Task):
 
         size = image_size_for(config, model_config)
         stored = round(size * RESIZE_RATIO)
-        vocab = data.named_label_map([model_config.labels[i] for i in range(model_config.num_labels)]) \
-            if config.label_names else {n: i for i, n in model_config.labels.items()}
+        vocab = model_label_lookup(config, model_config)
         out = {}
         for split, paths in (("train", config.data if config.max_steps else ()), ("val", config.eval_data)):
             if paths:
                 rows = data.image_label_rows(paths, config.label_column)
+                unknown = [r["label"] for r in rows if r["label"] not in vocab]
+                if unknown:  # said once here, before step 1 (the read tasks skip those rows)
+                    data.warn_unknown_labels(unknown, vocab, where=f"--{'data' if split == 'train' else 'eval-data'}")
                 out[split] = ray.data.from_items(rows).map_batches(
                     load_images_batch, fn_kwargs={"size": stored, "label2id": vocab}, batch_size=32,
                     batch_format="numpy")
@@ -107,6 +132,9 @@ class ImageClassification(Task):
 
     def summarize(self, stats):
         return summarize_classification(stats)
+
+    def save_extras(self, directory, config, model_config):
+        image_processor_for(image_size_for(config, model_config)).save_pretrained(directory)
 
     def probe(self, model, model_config):
         size = model_config.image_size if type(model).__name__.endswith("Learned") else 32

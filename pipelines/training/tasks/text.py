@@ -16,16 +16,15 @@ import torch
 
 from perceiver_core import PerceiverConfig, PerceiverForMaskedLM, PerceiverForSequenceClassification
 from perceiver_core.tokenizer import PerceiverTokenizer
-
-from .. import data
-from ..config import TrainConfig
-from ..masking import PAD_ID, crop_documents, pack_documents, span_mask
-from ..metrics import LN2, byte_histogram, unigram_bits_per_byte
-from .base import StepOutput, Task, model_device
+from pipelines.metrics import LN2, byte_histogram, unigram_bits_per_byte
+from pipelines.training import data
+from pipelines.training.config import TrainConfig
+from pipelines.training.masking import PAD_ID, crop_documents, pack_documents, span_mask
+from pipelines.training.tasks.base import StepOutput, Task, model_device
 
 
 def seq_len_for(config: TrainConfig, model_config: PerceiverConfig) -> int:
-    length = config.seq_len or model_config.max_position_embeddings
+    length = config.text.seq_len or model_config.max_position_embeddings
     if length > model_config.max_position_embeddings:
         raise ValueError(f"seq_len {length} exceeds the model's max_position_embeddings "
                          f"{model_config.max_position_embeddings}")
@@ -42,35 +41,36 @@ def windows_batch(batch: dict[str, np.ndarray], seq_len: int, packing: str) -> d
 
 def encode_labelled_batch(batch: dict[str, np.ndarray], seq_len: int, label2id: dict[str, int]
                           ) -> dict[str, np.ndarray]:
-    """``text`` + ``label`` -> ``[CLS] bytes [SEP]`` ids (n, seq_len) int16 padded with [PAD], label ids int64."""
+    """``text`` + ``label`` -> ``[CLS] bytes [SEP]`` ids (n, seq_len) int16 padded with [PAD], label ids int64.
+
+    Rows whose label ``label2id`` lacks (not in the first --sample-rows training rows, nor in --label-names,
+    or an id outside the model's range) are dropped with a ``data.LabelWarning``."""
+    labels = data.encode_labels(batch["label"], label2id, where="text")
+    keep = labels >= 0
+    texts = [str(t) for t, k in zip(batch["text"], keep) if k]
+    if not texts:
+        return {"ids": np.zeros((0, seq_len), np.int16), "label": labels[keep]}
     tokenizer = PerceiverTokenizer(model_max_length=seq_len)
-    enc = tokenizer([str(t) for t in batch["text"]], padding="max_length", truncation=True, max_length=seq_len,
-                    return_tensors="np")
-    try:
-        labels = np.array([label2id[str(v)] for v in batch["label"]], dtype=np.int64)
-    except KeyError as exc:
-        raise ValueError(f"label {exc.args[0]!r} is not in this run's label set ({len(set(label2id.values()))} "
-                         f"labels, from the first --sample-rows training rows or --label-names); give every "
-                         f"class with --label-names FILE or raise --sample-rows") from None
-    return {"ids": np.asarray(enc["input_ids"], dtype=np.int16), "label": labels}
+    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=seq_len, return_tensors="np")
+    return {"ids": np.asarray(enc["input_ids"], dtype=np.int16), "label": labels[keep]}
 
 
 def sample_counts(paths, config: TrainConfig, seq_len: int, packing: str) -> np.ndarray:
     """Byte counts of the windows made from the first ``config.sample_rows`` documents of ``paths``."""
-    docs = data.head_documents(paths, config.text_column, config.sample_rows)
+    docs = data.head_documents(paths, config.text.column, config.sample_rows)
     return byte_histogram(windows_batch({"text": docs}, seq_len, packing)["ids"])
 
 
 def sample_labels(paths, config: TrainConfig) -> np.ndarray:
     """The labels (strings) of the first ``config.sample_rows`` rows of ``paths``."""
-    return data.head_labelled(paths, config.sample_rows, config.text_column, config.label_column)["label"]
+    return data.head_labelled(paths, config.sample_rows, config.text.column, config.label_column)["label"]
 
 
 def label_map(config: TrainConfig, model_config: PerceiverConfig) -> dict[str, int]:
-    """Label string -> id for this run's model: its ``id2label`` names (plus integer ids with --label-names)."""
-    if config.label_names is not None:
-        return data.named_label_map([model_config.labels[i] for i in range(model_config.num_labels)])
-    return {name: i for i, name in model_config.labels.items()}
+    """Label string -> id for this run's model: its ``id2label`` names (plus integer ids with --label-names, or
+    for a model whose classes have no names)."""
+    names = model_config.labels
+    return data.label_lookup(names, ids_too=config.label_names is not None or data.has_default_names(names))
 
 
 # ---------------------------------------------------------------------------------------------- MLM
@@ -84,10 +84,10 @@ class MaskedLanguageModelling(Task):
         seq_len = seq_len_for(config, model_config)
         out = {}
         if config.data and config.max_steps:
-            out["train"] = data.read_text_documents(config.data, config.text_column).map_batches(
-                windows_batch, fn_kwargs={"seq_len": seq_len, "packing": config.packing}, batch_format="numpy")
+            out["train"] = data.read_text_documents(config.data, config.text.column).map_batches(
+                windows_batch, fn_kwargs={"seq_len": seq_len, "packing": config.text.packing}, batch_format="numpy")
         if config.eval_data:
-            out["val"] = data.read_text_documents(config.eval_data, config.text_column).map_batches(
+            out["val"] = data.read_text_documents(config.eval_data, config.text.column).map_batches(
                 windows_batch, fn_kwargs={"seq_len": seq_len, "packing": "pack"}, batch_format="numpy")
         return out
 
@@ -96,7 +96,7 @@ class MaskedLanguageModelling(Task):
             return {}
         seq_len = seq_len_for(config, model_config)
         return {"unigram_bits_per_byte": unigram_bits_per_byte(
-            sample_counts(config.data, config, seq_len, config.packing),
+            sample_counts(config.data, config, seq_len, config.text.packing),
             sample_counts(config.eval_data, config, seq_len, "pack"))}
 
     def metric_names(self, config):
@@ -104,7 +104,7 @@ class MaskedLanguageModelling(Task):
 
     def prepare_batch(self, batch, rng, config, model_config, train, device):
         ids = batch["ids"].numpy()
-        inputs, labels = span_mask(ids, rng, config.mask_prob, config.mean_span)
+        inputs, labels = span_mask(ids, rng, config.text.mask_prob, config.text.mean_span)
         return {"inputs": torch.from_numpy(inputs).to(device), "labels": torch.from_numpy(labels).to(device),
                 "attention_mask": torch.from_numpy(ids != PAD_ID).long().to(device)}
 
@@ -128,7 +128,7 @@ class MaskedLanguageModelling(Task):
         ids[:, ::5] = PerceiverTokenizer.mask_token_id
         return model(inputs=ids.to(model_device(model))).logits
 
-    def save_extras(self, directory, model_config):
+    def save_extras(self, directory, config, model_config):
         PerceiverTokenizer(model_max_length=model_config.max_position_embeddings).save_pretrained(directory)
 
 
@@ -156,10 +156,10 @@ class TextClassification(Task):
         kwargs = {"seq_len": seq_len_for(config, model_config), "label2id": label_map(config, model_config)}
         out = {}
         if config.data and config.max_steps:
-            out["train"] = data.read_labelled_text(config.data, config.text_column, config.label_column) \
+            out["train"] = data.read_labelled_text(config.data, config.text.column, config.label_column) \
                 .map_batches(encode_labelled_batch, fn_kwargs=kwargs, batch_format="numpy")
         if config.eval_data:
-            out["val"] = data.read_labelled_text(config.eval_data, config.text_column, config.label_column) \
+            out["val"] = data.read_labelled_text(config.eval_data, config.text.column, config.label_column) \
                 .map_batches(encode_labelled_batch, fn_kwargs=kwargs, batch_format="numpy")
         return out
 
@@ -167,13 +167,11 @@ class TextClassification(Task):
         if "val" not in datasets:
             return {}
         mapping = label_map(config, model_config)
-        labels = sample_labels(config.eval_data, config)
-        unknown = sorted({str(v) for v in labels} - set(mapping))
-        if unknown:
-            raise ValueError(f"--eval-data labels {unknown[:5]} are not in this run's label set {sorted(mapping)[:20]}")
-        if not len(labels):
+        ids = data.encode_labels(sample_labels(config.eval_data, config), mapping, where="--eval-data")
+        ids = ids[ids >= 0]  # (the unknown ones are skipped in evaluation too)
+        if not len(ids):
             return {}
-        counts = np.bincount([mapping[str(v)] for v in labels])
+        counts = np.bincount(ids)
         return {"majority_accuracy": float(counts.max() / counts.sum())}
 
     def metric_names(self, config):
@@ -196,7 +194,7 @@ class TextClassification(Task):
         ids = torch.randint(6, 262, (2, min(32, model_config.max_position_embeddings)), generator=g)
         return model(inputs=ids.to(model_device(model))).logits
 
-    def save_extras(self, directory, model_config):
+    def save_extras(self, directory, config, model_config):
         PerceiverTokenizer(model_max_length=model_config.max_position_embeddings).save_pretrained(directory)
 
 

@@ -18,11 +18,10 @@ import torch
 
 from perceiver_core import PerceiverForMultimodalAutoencoding
 from pipelines import storage
-from pipelines.video_decode import ClipSpec, VideoDecodeError, iter_clips
-
-from .. import data
-from ..metrics import psnr
-from .base import StepOutput, Task, as_tensor, model_device
+from pipelines.metrics import psnr_from_mse
+from pipelines.readers.video_decode import ClipSpec, VideoDecodeError, iter_clips
+from pipelines.training import data
+from pipelines.training.tasks.base import StepOutput, Task, as_tensor, model_device
 
 LABELS_CSV = "labels.csv"  # optional, beside the videos: file,<label column> (a class name or id)
 
@@ -125,15 +124,16 @@ class MultimodalAutoencoding(Task):
         vocab = self._label2id(model_config)
 
         def clips(paths, stride, split):
-            spec = clip_spec(model_config, stride, config.max_clips_per_video)
+            spec = clip_spec(model_config, stride, config.video.max_clips_per_video)
             kwargs = {"spec": {f: getattr(spec, f) for f in spec.__dataclass_fields__},
-                      "holdout_fraction": config.holdout_fraction, "split": split}
+                      "holdout_fraction": config.video.holdout_fraction, "split": split}
             return ray.data.from_items(video_rows(paths, vocab)).flat_map(decode_row, fn_kwargs=kwargs)
 
         out = {}
+        stride, holdout = config.video.clip_stride, config.video.holdout_fraction
         if config.data and config.max_steps:
-            out["train"] = clips(config.data, config.clip_stride, "train" if config.holdout_fraction else "all")
-        val = ([clips(config.data, config.clip_stride, "holdout")] if config.holdout_fraction else []) + \
+            out["train"] = clips(config.data, stride, "train" if holdout else "all")
+        val = ([clips(config.data, stride, "holdout")] if holdout else []) + \
               ([clips(config.eval_data, None, "all")] if config.eval_data else [])
         if val:
             out["val"] = val[0] if len(val) == 1 else val[0].union(*val[1:])
@@ -157,9 +157,9 @@ class MultimodalAutoencoding(Task):
         if train:
             n_image = int(np.prod(model_config.output_shape[1:]))
             n_audio = audio.shape[1] // model_config.samples_per_patch
-            out["image_points"] = _sample_points(rng, b, n_image, config.output_points).to(device)
-            if config.audio_output_points and config.audio_output_points < n_audio:
-                out["audio_points"] = _sample_points(rng, b, n_audio, config.audio_output_points).to(device)
+            out["image_points"] = _sample_points(rng, b, n_image, config.video.output_points).to(device)
+            if config.video.audio_output_points and config.video.audio_output_points < n_audio:
+                out["audio_points"] = _sample_points(rng, b, n_audio, config.video.audio_output_points).to(device)
         return out
 
     def forward(self, model, batch, config):
@@ -174,7 +174,7 @@ class MultimodalAutoencoding(Task):
         if bool(labelled.any()):
             targets["label"] = torch.where(labelled, label, torch.full_like(label, -100))
         out = model(inputs=inputs, subsampled_output_points=points, labels=targets,
-                    loss_weights=config.loss_weights)
+                    loss_weights=config.video.loss_weights)
         stats = {"loss_sum": float(out.loss.detach()) * b, "count": b}
         for name in ("image", "audio", "label"):
             value = out.losses.get(name)
@@ -245,6 +245,11 @@ def _sample_points(rng: np.random.Generator, batch: int, total: int, n: int) -> 
     return torch.from_numpy(np.argsort(rng.random((batch, total)), axis=1)[:, :n].copy())
 
 
+def _psnr_sum(mse: torch.Tensor) -> float:
+    """Summed PSNR (dB, range 1) of per-clip MSEs; the floor keeps a perfect clip from making the mean +inf."""
+    return float(psnr_from_mse(mse.clamp_min(1e-12)).sum())
+
+
 def reconstruction_stats(model, batch: dict[str, torch.Tensor], chunk_size: int = 16384) -> dict[str, float]:
     """Per-clip PSNR sums of the full reconstruction and of the clip-mean baseline (video in [0, 1], audio
     in [-1, 1], both with peak 1), plus label accuracy on labelled clips."""
@@ -261,6 +266,6 @@ def reconstruction_stats(model, batch: dict[str, torch.Tensor], chunk_size: int 
     mse_audio_mean = (a - a.mean(1, keepdim=True)).pow(2).mean(1)
     labelled = label >= 0
     correct = (rec["label"].argmax(-1) == label) & labelled
-    return {"clips": float(b), "psnr_sum": float(psnr(mse).sum()), "clip_mean_psnr_sum": float(psnr(mse_mean).sum()),
-            "audio_psnr_sum": float(psnr(mse_audio).sum()), "audio_mean_psnr_sum": float(psnr(mse_audio_mean).sum()),
+    return {"clips": float(b), "psnr_sum": _psnr_sum(mse), "clip_mean_psnr_sum": _psnr_sum(mse_mean),
+            "audio_psnr_sum": _psnr_sum(mse_audio), "audio_mean_psnr_sum": _psnr_sum(mse_audio_mean),
             "labelled": float(labelled.sum()), "label_correct": float(correct.sum())}
