@@ -19,6 +19,7 @@ L is the checkpoint's ``max_position_embeddings`` (2048 bytes for deepmind/langu
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,6 +43,8 @@ ROWS_PER_TABLE = 256  # documents per table handed to the batcher
 _CHARS_PER_ID = max(len(t) for t in DEFAULT_SPECIAL_TOKENS)  # a token never spans more characters
 
 _TOKENIZER = PerceiverTokenizer()
+
+logger = logging.getLogger(__name__)
 
 
 def _ids_of(content: str | bytes, max_ids: int | None) -> np.ndarray:
@@ -141,7 +144,25 @@ class TextClassifyWorker(_TextWorker):
         ids, mask = _padded([d[:self.max_tokens] for d in docs], self.device)
         with self.autocast():
             logits = self.model(inputs=ids, attention_mask=mask).logits
-        return {**top_k(logits, self.k, self.labels), "truncated": [len(d) > self.max_tokens for d in docs]}
+        return {**top_k(logits, self.k, self.labels), "truncated": [len(d) > self.max_tokens for d in docs],
+                **self._checked_labels(batch)}
+
+    def _checked_labels(self, batch: pa.Table) -> dict[str, list]:
+        """A ``--labelled-lines`` label the model has no class for becomes null (left out of the accuracy, not
+        counted wrong), with a row ``warning`` and one log line per batch."""
+        labels = batch.column("label_index").to_pylist()
+        num = self.model.config.num_labels
+        outside = [y is not None and not 0 <= y < num for y in labels]
+        if not any(outside):
+            return {}
+        warnings = batch.column("warning").to_pylist() if "warning" in batch.column_names else [None] * len(labels)
+        for i, y in enumerate(labels):
+            if outside[i]:
+                note = f"label {y} is outside the model's {num} classes: counted as unlabelled"
+                warnings[i] = note if not warnings[i] else f"{warnings[i]}; {note}"
+        logger.warning("%d label(s) outside the model's %d classes (e.g. %s) count as unlabelled", sum(outside), num,
+                       next(y for y, o in zip(labels, outside) if o))
+        return {"label_index": [None if o else y for y, o in zip(labels, outside)], "warning": warnings}
 
 
 class FillMaskWorker(_TextWorker):

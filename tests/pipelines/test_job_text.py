@@ -196,18 +196,21 @@ def test_classify_labelled_lines(ray_local, tmp_path):
     out = tmp_path / "out"
     source = tmp_path / "sst.txt"  # SST-2 style "<label> <text>" lines
     texts = ["a good film .", "a bad film .", "fine" + " fine" * 49]
-    source.write_text(f"1 {texts[0]}\n0 {texts[1]}\nx not a label\n99999999999 does not fit int32\n2 {texts[2]}\n")
+    source.write_text(f"1 {texts[0]}\n0 {texts[1]}\nx not a label\n99999999999 does not fit int32\n2 {texts[2]}\n"
+                      "7 a class the 3-class model does not have\n")
     args = ["text", "--task", "classify", "--labelled-lines", "--input", source, "--output", out,
             "--model", "language", *TINY, "--num-labels", "3", "--top-k", "2"]
     assert run_cli(*args) == 0
-    expected = [stable_id("sst.txt", i) for i in range(5)]
+    expected = [stable_id("sst.txt", i) for i in range(6)]
     rows = check_output(out, schemas.TEXT_CLASSIFY, set(expected)).to_pylist()
     ok = sorted((r for r in rows if r["error"] is None), key=lambda r: r["position"])
     errors = sorted((r for r in rows if r["error"] is not None), key=lambda r: r["position"])
     assert [(r["id"], r["error_type"]) for r in errors] == [(expected[2], "bad_label"), (expected[3], "bad_label")]
     assert "32-bit" in errors[1]["error"]
-    assert [r["id"] for r in ok] == [expected[0], expected[1], expected[4]]
-    assert [r["label_index"] for r in ok] == [1, 0, 2]
+    assert [r["id"] for r in ok] == [expected[0], expected[1], expected[4], expected[5]]
+    assert [r["label_index"] for r in ok] == [1, 0, 2, None]  # label 7: no such class, so unlabelled
+    assert "outside the model's 3 classes" in ok[3]["warning"] and ok[0]["warning"] is None
+    ok = ok[:3]
     assert [r["truncated"] for r in ok] == [False, False, True]  # 249 bytes > 126 document positions
     direct = _direct_top_k(texts, 2)
     for row, (top_ids, top_scores) in zip(ok, direct):
