@@ -39,28 +39,32 @@ def _loss_weights(items: list[str]) -> dict[str, float]:
     return {k: float(v) for k, v in parse_overrides(items).items()}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    def default(name, cls=TrainConfig):
-        return field_default(cls, name)
+def flag_default(name: str, cls: type = TrainConfig):
+    """The default of a config field, for the flag that sets it."""
+    return field_default(cls, name)
 
-    g = parser.add_argument_group("task and data")
+
+def _task_and_data_flags(g) -> None:
+    """Flags of the "task and data" group."""
     g.add_argument("--task", required=True, choices=TASKS)
     g.add_argument("--data", nargs="+", default=[], metavar="PATH",
                    help="training files/folders/glob patterns, local or URIs such as 's3://bucket/corpus/*.parquet' "
                         "(txt/jsonl/parquet text; image folders with labels.csv; video folders; flow pair folders or "
                         "'synthetic', the default for optical-flow)")
     g.add_argument("--eval-data", nargs="+", default=[], metavar="PATH", help="held-out split, same formats")
-    g.add_argument("--text-column", default=default("column", TextOptions))
-    g.add_argument("--label-column", default=default("label_column"))
+    g.add_argument("--text-column", default=flag_default("column", TextOptions))
+    g.add_argument("--label-column", default=flag_default("label_column"))
     g.add_argument("--label-names", metavar="FILE", help="class names, one per line in id order (sets id2label)")
     g.add_argument("--cache-data", action="store_true", help="materialize the preprocessed data once")
-    g.add_argument("--sample-rows", type=int, default=default("sample_rows"),
+    g.add_argument("--sample-rows", type=int, default=flag_default("sample_rows"),
                    help="rows of each split read before step 1 for the label set (text-classification without "
                         "--label-names) and the baselines; never a full pass")
     g.add_argument("--s3-endpoint", metavar="URL",
                    help="S3-compatible endpoint (MinIO, Ceph, R2); the same as setting AWS_ENDPOINT_URL")
 
-    g = parser.add_argument_group("model")
+
+def _model_flags(g) -> None:
+    """Flags of the "model" group."""
     g.add_argument("--preset", help="model preset; the first is the task's default: " + "; ".join(
         f"{task}: {', '.join(names)}" for task, names in TASK_PRESETS.items()))
     g.add_argument("--tiny", action="store_true", help="the preset's tiny variant")
@@ -74,39 +78,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="fresh models: transformers' std 0.02 or DeepMind's variance scaling (default per task: "
                         "variance-scaling for optical-flow, transformers otherwise)")
 
-    g = parser.add_argument_group("optimisation")
+
+def _optimisation_flags(g) -> None:
+    """Flags of the "optimisation" group."""
     for name, typ, help_ in (("max_steps", int, "optimizer steps"), ("batch_size", int, "per worker"),
                              ("lr", float, "peak learning rate"), ("weight_decay", float, None),
                              ("warmup_steps", int, None), ("min_lr_ratio", float, "final lr / peak lr (cosine)"),
                              ("grad_clip", float, "max gradient norm, 0 = off"), ("seed", int, None)):
-        g.add_argument("--" + name.replace("_", "-"), type=typ, default=default(name), help=help_)
+        g.add_argument("--" + name.replace("_", "-"), type=typ, default=flag_default(name), help=help_)
     # (--max-steps 0 with --init-from and held-out data only evaluates that model)
-    g.add_argument("--precision", choices=PRECISIONS, default=default("precision"), help="bf16 = autocast")
+    g.add_argument("--precision", choices=PRECISIONS, default=flag_default("precision"), help="bf16 = autocast")
 
-    g = parser.add_argument_group("task options")
+
+def _task_option_flags(g) -> None:
+    """Flags of the "task options" group."""
     g.add_argument("--seq-len", type=int, help="text: bytes per example (default max_position_embeddings)")
-    g.add_argument("--packing", choices=PACKINGS, default=default("packing", TextOptions))
-    g.add_argument("--mask-prob", type=float, default=default("mask_prob", TextOptions))
-    g.add_argument("--mean-span", type=float, default=default("mean_span", TextOptions))
+    g.add_argument("--packing", choices=PACKINGS, default=flag_default("packing", TextOptions))
+    g.add_argument("--mask-prob", type=float, default=flag_default("mask_prob", TextOptions))
+    g.add_argument("--mean-span", type=float, default=flag_default("mean_span", TextOptions))
     g.add_argument("--image-size", type=int, help="image-classification: model input side (saved in the model's "
                                                     "preprocessor_config.json)")
     g.add_argument("--flow-size", type=int, nargs=2, metavar=("H", "W"), help="flow training crop size")
-    g.add_argument("--synthetic-pairs", type=int, default=default("synthetic_pairs", FlowOptions))
-    g.add_argument("--flow-max-motion", type=float, default=default("max_motion", FlowOptions))
+    g.add_argument("--synthetic-pairs", type=int, default=flag_default("synthetic_pairs", FlowOptions))
+    g.add_argument("--flow-max-motion", type=float, default=flag_default("max_motion", FlowOptions))
     g.add_argument("--flow-output-points", type=int, help="flow: decode this many sampled pixels per pair")
-    g.add_argument("--flow-eval-scale", type=float, default=default("eval_scale", FlowOptions),
+    g.add_argument("--flow-eval-scale", type=float, default=flag_default("eval_scale", FlowOptions),
                    help="flow: downscale full-size eval pairs by this factor before tiling")
-    g.add_argument("--flow-input-gain", type=float, default=default("input_gain", FlowOptions),
+    g.add_argument("--flow-input-gain", type=float, default=flag_default("input_gain", FlowOptions),
                    help="flow, fresh models: multiply the patch projection's initial weights by this")
-    g.add_argument("--flow-difference-units", type=int, default=default("difference_units", FlowOptions),
+    g.add_argument("--flow-difference-units", type=int, default=flag_default("difference_units", FlowOptions),
                    help="flow, fresh models: start this many patch-projection units as frame2 - frame1 filters")
-    g.add_argument("--flow-difference-gain", type=float, default=default("difference_gain", FlowOptions),
+    g.add_argument("--flow-difference-gain", type=float, default=flag_default("difference_gain", FlowOptions),
                    help="flow, fresh models: extra initial gain of the frame-difference units")
     g.add_argument("--clip-stride", type=int, help="video: frames between training clip starts")
     g.add_argument("--max-clips-per-video", type=int)
-    g.add_argument("--holdout-fraction", type=float, default=default("holdout_fraction", VideoOptions),
+    g.add_argument("--holdout-fraction", type=float, default=flag_default("holdout_fraction", VideoOptions),
                    help="video: hold out the last fraction (in time) of every --data video for evaluation")
-    g.add_argument("--output-points", type=int, default=default("output_points", VideoOptions),
+    g.add_argument("--output-points", type=int, default=flag_default("output_points", VideoOptions),
                    help="video: sampled output pixels per clip per step")
     g.add_argument("--audio-output-points", type=int, help="video: sampled audio patches per clip (default all)")
     g.add_argument("--no-augment", dest="augment", action="store_false",
@@ -114,28 +122,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--loss-weights", nargs="+", default=[], metavar="MODALITY=W",
                    help="autoencoding loss weights (default image=0.03 audio=1.0 label=0.0001)")
 
-    g = parser.add_argument_group("evaluation, logging, checkpoints")
-    g.add_argument("--eval-every", type=int, default=default("eval_every"), help="steps; 0 = at the end")
-    g.add_argument("--eval-batches", type=int)
-    g.add_argument("--log-every", type=int, default=default("log_every"))
-    g.add_argument("--checkpoint-every", type=int, default=default("checkpoint_every"))
-    g.add_argument("--keep-checkpoints", type=int, default=default("keep_checkpoints"))
 
-    g = parser.add_argument_group("run")
-    g.add_argument("--output-dir", default=default("output_dir"),
+def _evaluation_flags(g) -> None:
+    """Flags of the "evaluation, logging, checkpoints" group."""
+    g.add_argument("--eval-every", type=int, default=flag_default("eval_every"), help="steps; 0 = at the end")
+    g.add_argument("--eval-batches", type=int)
+    g.add_argument("--log-every", type=int, default=flag_default("log_every"))
+    g.add_argument("--checkpoint-every", type=int, default=flag_default("checkpoint_every"))
+    g.add_argument("--keep-checkpoints", type=int, default=flag_default("keep_checkpoints"))
+
+
+def _run_flags(g) -> None:
+    """Flags of the "run" group."""
+    g.add_argument("--output-dir", default=flag_default("output_dir"),
                    help="runs are <output-dir>/<name> (a local folder or a URI, e.g. s3://bucket/runs)")
     g.add_argument("--name", help="run name (default <task>-<time>)")
     g.add_argument("--resume", action="store_true",
                    help="continue run --name from its latest checkpoint, with the run's flags (only --max-steps "
                         "may be raised, and the logging, checkpoint and cluster flags changed)")
     g.add_argument("--export-dir", help="copy the final model here")
-    g.add_argument("--num-workers", type=int, default=default("num_workers"), help="DDP workers; 0 = in-process")
+    g.add_argument("--num-workers", type=int, default=flag_default("num_workers"), help="DDP workers; 0 = in-process")
     g.add_argument("--use-gpu", action="store_true")
-    g.add_argument("--cpus-per-worker", type=int, default=default("cpus_per_worker"))
+    g.add_argument("--cpus-per-worker", type=int, default=flag_default("cpus_per_worker"))
     g.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
-    g.add_argument("--max-failures", type=int, default=default("max_failures"),
+    g.add_argument("--max-failures", type=int, default=flag_default("max_failures"),
                    help="worker-group restarts from the latest checkpoint")
 
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for title, add in (("task and data", _task_and_data_flags), ("model", _model_flags),
+                       ("optimisation", _optimisation_flags), ("task options", _task_option_flags),
+                       ("evaluation, logging, checkpoints", _evaluation_flags), ("run", _run_flags)):
+        add(parser.add_argument_group(title))
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     weights = field_default(VideoOptions, "loss_weights")
