@@ -68,6 +68,18 @@ def check_rerun_adds_nothing(out: Path, args: list[str]) -> None:
     assert (out / "_SUCCESS").is_file()
 
 
+def run_killed_and_rerun(args: list, out: Path, redone: int) -> dict[str, int]:
+    """Run a job, then stand in for a run killed after some shards: delete the last ``redone`` parts and
+    ``_SUCCESS``, and rerun it (which must redo exactly those). Returns the kept parts' modification times."""
+    assert run_cli(*args) == 0
+    for name in sorted(part_names(out))[-redone:]:
+        (out / name).unlink()
+    (out / "_SUCCESS").unlink()
+    kept = {name: (out / name).stat().st_mtime_ns for name in part_names(out)}
+    assert run_cli(*args) == 0
+    return kept
+
+
 def manifest_ids(out: Path) -> set[str]:
     """The ids of the job's manifest (``_meta/manifest/``), read with plain pyarrow."""
     return set(pq.read_table(out / "_meta" / "manifest", columns=["id"]).column("id").to_pylist())

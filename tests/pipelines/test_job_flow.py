@@ -24,6 +24,7 @@ from _job_helpers import (
     part_names,
     read_output,
     run_cli,
+    run_killed_and_rerun,
     summary,
 )
 from PIL import Image
@@ -67,13 +68,7 @@ def flow_run(ray_local, tmp_path_factory):
     args = ["flow", "--input", build_sintel_tree(tmp), DATA / "videos" / "torchcodec__h265_video.mp4",
             DATA / "videos" / "broken" / "moviepy__result_empty.webm", "--output", out, *MODEL,
             "--max-pairs", "2", "--tiles-per-call", "64", "--pictures"]
-    assert run_cli(*args) == 0
-    # A killed run: some shards committed (their parts), no _SUCCESS. The rerun must redo exactly those.
-    for name in sorted(part_names(out))[-REDONE:]:
-        (out / name).unlink()
-    (out / "_SUCCESS").unlink()
-    kept = {name: (out / name).stat().st_mtime_ns for name in part_names(out)}
-    assert run_cli(*args) == 0
+    kept = run_killed_and_rerun(args, out, REDONE)  # some shards committed, no _SUCCESS
     return out, args, kept
 
 

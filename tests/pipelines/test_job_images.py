@@ -22,6 +22,7 @@ from _job_helpers import (
     manifest_ids,
     part_names,
     run_cli,
+    run_killed_and_rerun,
     summary,
 )
 from PIL import Image, ImageOps
@@ -78,13 +79,7 @@ def files_run(ray_local, tmp_path_factory):
     out = tmp / "out"
     args = ["images", "--input", DATA / "images", "--output", out, *MODEL, "--batch-size", "4",
             "--labels-file", labels]
-    assert run_cli(*args) == 0
-    # A killed run: some shards committed (their parts), no _SUCCESS. The rerun must redo exactly those.
-    for name in sorted(part_names(out))[-REDONE:]:
-        (out / name).unlink()
-    (out / "_SUCCESS").unlink()
-    kept = {name: (out / name).stat().st_mtime_ns for name in part_names(out)}
-    assert run_cli(*args) == 0
+    kept = run_killed_and_rerun(args, out, REDONE)  # some shards committed, no _SUCCESS
     return out, args, kept
 
 
