@@ -18,6 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+LIBRARY = ROOT / "docs" / "library.md"  # its snippets continue the README's, in the same folder
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```\s*$", re.M | re.S)
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
@@ -101,13 +102,15 @@ def test_python_snippets_run_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # every snippet loads local folders; never the network
     torch.manual_seed(0)
-    blocks = python_blocks(README.read_text(encoding="utf-8"))
+    blocks = [(page.name, i + 1, body) for page in (README, LIBRARY)
+              for i, body in enumerate(python_blocks(page.read_text(encoding="utf-8")))]
     checks = _checks()
-    assert len(blocks) == len(checks), f"README has {len(blocks)} python blocks; the checks know {len(checks)}"
+    assert len(blocks) == len(checks), f"README + library.md have {len(blocks)} python blocks; the checks know " \
+                                       f"{len(checks)}"
     done = set()
-    for index, block in enumerate(blocks):
+    for index, (page, number, block) in enumerate(blocks):
         namespace: dict = {"__name__": f"readme_block_{index}"}
-        exec(compile(block, f"README.md python block {index + 1}", "exec"), namespace)  # noqa: S102
+        exec(compile(block, f"{page} python block {number}", "exec"), namespace)  # noqa: S102
         key = next(k for k in checks if k in namespace)
         if checks[key] is not None:
             checks[key](namespace)
