@@ -168,7 +168,6 @@ def attention_dropout(model: torch.nn.Module, p: float) -> Iterator[None]:
             m.dropout = value
 
 
-@pytest.mark.slow  # ~10 s per head and dropout (fp32 and fp64 steps on every route): the slow CI step runs them
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_fast_routes_give_the_reference_gradients(step, dropout):
     """fp32: the kernels' own rounding only (per parameter as the parity bound, 1e-5 over the whole gradient);
